@@ -1,0 +1,164 @@
+package otrcore
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchPair returns two parties with an established v3 session, without
+// the test-only bookkeeping of link.
+func benchPair(b *testing.B, maxSize int) (*Conversation, *Conversation) {
+	b.Helper()
+	a := NewConversation(&Account{Key: testKey(b, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
+	c := NewConversation(&Account{Key: testKey(b, 1), InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
+	now := time.Unix(1e9, 0)
+	pump(b, now, a, c, a.Start(now))
+	if a.Status().State != StateEncrypted || c.Status().State != StateEncrypted {
+		b.Fatal("AKE failed")
+	}
+	return a, c
+}
+
+// pump delivers res from `from` to `to` and every reply back and forth
+// until quiet; it returns the last received text.
+func pump(tb testing.TB, now time.Time, from, to *Conversation, res Result) string {
+	var text string
+	for round := 0; len(res.Send) > 0; round++ {
+		if round > 100 {
+			tb.Fatal("protocol loop")
+		}
+		var next Result
+		for _, m := range res.Send {
+			for _, line := range m {
+				r, err := to.Receive(now, line)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				if r.HasText {
+					text = r.Text
+				}
+				next.Send = append(next.Send, r.Send...)
+			}
+		}
+		res = next
+		from, to = to, from
+	}
+	return text
+}
+
+// BenchmarkAKE measures a full AKE, both sides, from query to both
+// encrypted (keys are long-term and loaded once).
+func BenchmarkAKE(b *testing.B) {
+	ka, kb := testKey(b, 0), testKey(b, 1)
+	now := time.Unix(1e9, 0)
+	for b.Loop() {
+		a := NewConversation(&Account{Key: ka, InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual})
+		c := NewConversation(&Account{Key: kb, InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual})
+		pump(b, now, a, c, a.Start(now))
+		if a.Status().State != StateEncrypted {
+			b.Fatal("AKE failed")
+		}
+	}
+}
+
+// BenchmarkDataAlternating sends 100-byte messages alternating direction,
+// so every message carries a new key and forces a rotation.
+func BenchmarkDataAlternating(b *testing.B) {
+	a, c := benchPair(b, 0)
+	now := time.Unix(1e9, 0)
+	msg := strings.Repeat("a", 100)
+	sides := [2]*Conversation{a, c}
+	i := 0
+	for b.Loop() {
+		from, to := sides[i%2], sides[(i+1)%2]
+		i++
+		res, err := from.Send(now, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := pump(b, now, from, to, res); got != msg {
+			b.Fatalf("got %q", got)
+		}
+	}
+}
+
+func benchBurst(b *testing.B, size int) {
+	a, c := benchPair(b, 0)
+	now := time.Unix(1e9, 0)
+	msg := strings.Repeat("b", size)
+	for b.Loop() {
+		res, err := a.Send(now, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := c.Receive(now, res.Send[0][0])
+		if err != nil || r.Text != msg {
+			b.Fatalf("burst: %v %q", err, r.Text)
+		}
+	}
+}
+
+// BenchmarkDataBurst100 sends 100-byte messages in one direction.
+func BenchmarkDataBurst100(b *testing.B) { benchBurst(b, 100) }
+
+// BenchmarkDataBurst400 sends 400-byte messages in one direction.
+func BenchmarkDataBurst400(b *testing.B) { benchBurst(b, 400) }
+
+// BenchmarkFragmented2000 sends a 2000-byte message split into fragments of
+// at most 400 bytes and reassembles it.
+func BenchmarkFragmented2000(b *testing.B) {
+	a, c := benchPair(b, 400)
+	now := time.Unix(1e9, 0)
+	msg := strings.Repeat("f", 2000)
+	for b.Loop() {
+		res, err := a.Send(now, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var text string
+		for _, line := range res.Send[0] {
+			r, err := c.Receive(now, line)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if r.HasText {
+				text = r.Text
+			}
+		}
+		if text != msg {
+			b.Fatal("not reassembled")
+		}
+	}
+}
+
+// BenchmarkSessionHeap reports the heap held per established session pair
+// (both sides, after a few messages in each direction) as bytes/pair.
+func BenchmarkSessionHeap(b *testing.B) {
+	const pairs = 200
+	ka, kb := testKey(b, 0), testKey(b, 1)
+	now := time.Unix(1e9, 0)
+	for b.Loop() {
+		keep := make([]*Conversation, 0, 2*pairs)
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := 0; i < pairs; i++ {
+			a := NewConversation(&Account{Key: ka, InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual})
+			c := NewConversation(&Account{Key: kb, InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual})
+			pump(b, now, a, c, a.Start(now))
+			for j := 0; j < 4; j++ {
+				res, _ := a.Send(now, "hello")
+				pump(b, now, a, c, res)
+				res, _ = c.Send(now, "hello back")
+				pump(b, now, c, a, res)
+			}
+			keep = append(keep, a, c)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/pairs, "heapB/pair")
+		runtime.KeepAlive(keep)
+	}
+}

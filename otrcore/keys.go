@@ -1,0 +1,339 @@
+package otrcore
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/big"
+)
+
+// dhPrivateBytes is the size of our DH private exponents: 320 bits, the
+// spec's minimum and libotr's choice.
+const dhPrivateBytes = 40
+
+// dhKeyPair is one of our DH key pairs. The public part is computed on
+// first use, so a key pair generated during rotation costs nothing until a
+// message carries it.
+type dhKeyPair struct {
+	priv []byte
+	pub  *big.Int
+}
+
+// newDHKeyPair draws a fresh private exponent; the public value is
+// computed lazily by public.
+func newDHKeyPair(rand io.Reader) (*dhKeyPair, error) {
+	priv := make([]byte, dhPrivateBytes)
+	if _, err := io.ReadFull(rand, priv); err != nil {
+		return nil, fmt.Errorf("otrcore: reading randomness for a DH key: %w", err)
+	}
+	return &dhKeyPair{priv: priv}, nil
+}
+
+// public returns g^priv mod p, computing it on first use.
+func (k *dhKeyPair) public(gr *group) *big.Int {
+	if k.pub == nil {
+		k.pub = gr.expG(k.priv)
+	}
+	return k.pub
+}
+
+// sharedSecret returns MPI(their^priv mod p), the "secbytes" of the spec.
+func (k *dhKeyPair) sharedSecret(gr *group, their *big.Int) []byte {
+	s := gr.expBytes(their, k.priv)
+	i := 0
+	for i < len(s) && s[i] == 0 {
+		i++
+	}
+	out := make([]byte, 4+len(s)-i)
+	n := len(s) - i
+	out[0], out[1], out[2], out[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	copy(out[4:], s[i:])
+	wipe(s)
+	return out
+}
+
+// wipe forgets the private exponent.
+func (k *dhKeyPair) wipe() {
+	if k != nil {
+		wipe(k.priv)
+		k.priv = nil
+	}
+}
+
+// wipe overwrites b with zeros (best effort: Go may have copied it).
+func wipe(b []byte) {
+	clear(b)
+}
+
+// sessionKeys are the symmetric keys of one (our keyid, their keyid) pair
+// (Protocol-v3.html, "Computing AES keys, MAC keys, and the secure session
+// id"). The AES and HMAC objects of each direction are built on first use:
+// in a conversation that alternates, most pairs only ever send or only
+// ever receive.
+type sessionKeys struct {
+	ourKeyID, theirKeyID uint32
+	sendKey, recvKey     [16]byte
+	recvMACKey           [20]byte
+	extraKey             [32]byte
+	sendCtr, recvCtr     uint64
+	recvMACUsed          bool
+	send, recv           *directionKeys
+}
+
+// directionKeys are the ready-to-use cipher and MAC of one direction.
+type directionKeys struct {
+	block cipher.Block
+	mac   hash.Hash
+}
+
+// newDirectionKeys expands a 16-byte AES key into its cipher and its
+// HMAC-SHA1 keyed with SHA-1(AES key).
+func newDirectionKeys(aesKey []byte) (*directionKeys, error) {
+	block, err := aes.NewCipher(aesKey)
+	if err != nil {
+		return nil, fmt.Errorf("otrcore: session key: %w", err)
+	}
+	macKey := sha1.Sum(aesKey)
+	d := &directionKeys{block: block, mac: hmac.New(sha1.New, macKey[:])}
+	wipe(macKey[:])
+	return d, nil
+}
+
+// sending returns the sending direction's cipher and MAC.
+func (sk *sessionKeys) sending() (*directionKeys, error) {
+	if sk.send == nil {
+		d, err := newDirectionKeys(sk.sendKey[:])
+		if err != nil {
+			return nil, err
+		}
+		sk.send = d
+	}
+	return sk.send, nil
+}
+
+// receiving returns the receiving direction's cipher and MAC.
+func (sk *sessionKeys) receiving() (*directionKeys, error) {
+	if sk.recv == nil {
+		d, err := newDirectionKeys(sk.recvKey[:])
+		if err != nil {
+			return nil, err
+		}
+		sk.recv = d
+	}
+	return sk.recv, nil
+}
+
+// wipe forgets the pair's key bytes. The expanded AES schedules inside the
+// cipher objects cannot be cleared through crypto/aes's API; dropping the
+// references is the best Go allows.
+func (sk *sessionKeys) wipe() {
+	wipe(sk.sendKey[:])
+	wipe(sk.recvKey[:])
+	wipe(sk.recvMACKey[:])
+	wipe(sk.extraKey[:])
+	sk.send, sk.recv = nil, nil
+}
+
+// deriveSessionKeys computes the data-message keys from secbytes. high
+// reports whether our public key is numerically greater than theirs.
+func deriveSessionKeys(secbytes []byte, high bool) *sessionKeys {
+	sendByte, recvByte := byte(0x02), byte(0x01)
+	if high {
+		sendByte, recvByte = 0x01, 0x02
+	}
+	sk := &sessionKeys{}
+	h := sha1.New()
+	var sum [20]byte
+	h.Write([]byte{sendByte})
+	h.Write(secbytes)
+	copy(sk.sendKey[:], h.Sum(sum[:0])[:16])
+	h.Reset()
+	h.Write([]byte{recvByte})
+	h.Write(secbytes)
+	copy(sk.recvKey[:], h.Sum(sum[:0])[:16])
+	sk.recvMACKey = sha1.Sum(sk.recvKey[:])
+	h2 := sha256.New()
+	h2.Write([]byte{0xff})
+	h2.Write(secbytes)
+	h2.Sum(sk.extraKey[:0])
+	wipe(sum[:])
+	return sk
+}
+
+// maxKeyID bounds key ids so that incrementing never wraps to 0.
+const maxKeyID = 0xffffffff - 1
+
+// keyState is the data-phase key management of one encrypted session
+// (Protocol-v3.html, "Key Management"): our two most recent DH key pairs,
+// the peer's two most recent public keys, the derived session keys of the
+// pairs in use, and the receiving MAC keys waiting to be revealed.
+type keyState struct {
+	gr         *group
+	ourKeyID   uint32
+	our        [2]*dhKeyPair // our[0] is our_dh[our_keyid-1], our[1] our_dh[our_keyid]
+	theirKeyID uint32
+	their      [2]*big.Int // their[0] is their_y[their_keyid-1] (may be nil), their[1] their_y[their_keyid]
+	pairs      []*sessionKeys
+	reveal     []byte // concatenated 20-byte MAC keys for the next outgoing message
+}
+
+// newKeyState starts the data phase after an AKE: the AKE key pair gets
+// keyid 1, a fresh pair keyid 2 (our_keyid = 2), and the peer's AKE key is
+// their_y[theirKeyID].
+func newKeyState(gr *group, rand io.Reader, akeKey *dhKeyPair, theirKeyID uint32, theirY *big.Int) (*keyState, error) {
+	next, err := newDHKeyPair(rand)
+	if err != nil {
+		return nil, err
+	}
+	return &keyState{
+		gr:         gr,
+		ourKeyID:   2,
+		our:        [2]*dhKeyPair{akeKey, next},
+		theirKeyID: theirKeyID,
+		their:      [2]*big.Int{nil, theirY},
+	}, nil
+}
+
+// errUnknownKeyID is returned for a data message whose key ids do not name
+// a key we hold.
+var errUnknownKeyID = errors.New("otrcore: data message names a key we do not hold")
+
+// keys returns the session keys for (ourID, theirID), deriving them on
+// first use. It fails if either id is not one we hold.
+func (ks *keyState) keys(ourID, theirID uint32) (*sessionKeys, error) {
+	for _, p := range ks.pairs {
+		if p.ourKeyID == ourID && p.theirKeyID == theirID {
+			return p, nil
+		}
+	}
+	var ourKey *dhKeyPair
+	switch {
+	case ourID == 0:
+	case ourID == ks.ourKeyID:
+		ourKey = ks.our[1]
+	case ourID == ks.ourKeyID-1:
+		ourKey = ks.our[0]
+	}
+	var theirKey *big.Int
+	switch {
+	case theirID == 0:
+	case theirID == ks.theirKeyID:
+		theirKey = ks.their[1]
+	case theirID == ks.theirKeyID-1:
+		theirKey = ks.their[0]
+	}
+	if ourKey == nil || ourKey.priv == nil || theirKey == nil {
+		return nil, errUnknownKeyID
+	}
+	secbytes := ourKey.sharedSecret(ks.gr, theirKey)
+	high := ourKey.public(ks.gr).Cmp(theirKey) > 0
+	sk := deriveSessionKeys(secbytes, high)
+	wipe(secbytes)
+	sk.ourKeyID, sk.theirKeyID = ourID, theirID
+	ks.pairs = append(ks.pairs, sk)
+	return sk, nil
+}
+
+// sendingKeys returns the keys and ids for an outgoing data message:
+// our_dh[our_keyid-1] with their_y[their_keyid].
+func (ks *keyState) sendingKeys() (*sessionKeys, error) {
+	return ks.keys(ks.ourKeyID-1, ks.theirKeyID)
+}
+
+// nextPublic is the DH public key an outgoing message announces:
+// our_dh[our_keyid].
+func (ks *keyState) nextPublic() *big.Int {
+	return ks.our[1].public(ks.gr)
+}
+
+// takeReveal returns the MAC keys to reveal in the next outgoing message
+// and clears the list.
+func (ks *keyState) takeReveal() []byte {
+	r := ks.reveal
+	ks.reveal = nil
+	return r
+}
+
+// forgetPairs drops the session keys matching keep == false, queueing the
+// receiving MAC keys that verified messages for revelation.
+func (ks *keyState) forgetPairs(drop func(*sessionKeys) bool) {
+	kept := ks.pairs[:0]
+	for _, p := range ks.pairs {
+		if drop(p) {
+			if p.recvMACUsed {
+				ks.reveal = append(ks.reveal, p.recvMACKey[:]...)
+			}
+			p.wipe()
+			continue
+		}
+		kept = append(kept, p)
+	}
+	for i := len(kept); i < len(ks.pairs); i++ {
+		ks.pairs[i] = nil
+	}
+	ks.pairs = kept
+}
+
+// rotate applies the key rotation rules after a data message with these
+// key ids verified and decrypted. nextDH is the sender's announced next
+// key, already range-checked.
+func (ks *keyState) rotate(rand io.Reader, recipientKeyID, senderKeyID uint32, nextDH *big.Int) error {
+	if recipientKeyID == ks.ourKeyID {
+		if ks.ourKeyID >= maxKeyID {
+			return errors.New("otrcore: our key id space is exhausted")
+		}
+		next, err := newDHKeyPair(rand)
+		if err != nil {
+			return err
+		}
+		old := ks.ourKeyID - 1
+		ks.forgetPairs(func(p *sessionKeys) bool { return p.ourKeyID == old })
+		ks.our[0].wipe()
+		ks.our[0], ks.our[1] = ks.our[1], next
+		ks.ourKeyID++
+	}
+	if senderKeyID == ks.theirKeyID {
+		if ks.theirKeyID >= maxKeyID {
+			return errors.New("otrcore: peer key id space is exhausted")
+		}
+		old := ks.theirKeyID - 1
+		ks.forgetPairs(func(p *sessionKeys) bool { return p.theirKeyID == old })
+		ks.their[0], ks.their[1] = ks.their[1], nextDH
+		ks.theirKeyID++
+	}
+	return nil
+}
+
+// wipe forgets every secret of the session; MAC keys still waiting to be
+// revealed are dropped with them.
+func (ks *keyState) wipe() {
+	if ks == nil {
+		return
+	}
+	ks.our[0].wipe()
+	ks.our[1].wipe()
+	for _, p := range ks.pairs {
+		p.wipe()
+	}
+	ks.pairs = nil
+	ks.reveal = nil
+}
+
+// ctrBytes encodes a counter as the 8-byte top half of the AES-CTR IV.
+func ctrBytes(c uint64) [8]byte {
+	return [8]byte{byte(c >> 56), byte(c >> 48), byte(c >> 40), byte(c >> 32), byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)}
+}
+
+// ctrXOR encrypts or decrypts in place with AES-128-CTR whose initial
+// counter block is ctr followed by eight zero bytes.
+func ctrXOR(block cipher.Block, ctr [8]byte, dst, src []byte) {
+	var iv [aes.BlockSize]byte
+	copy(iv[:8], ctr[:])
+	cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+}
