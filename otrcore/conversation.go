@@ -840,7 +840,7 @@ func (c *Conversation) smpEvent(res *Result, in *instance, ev smpEvent) {
 		e.Kind = EventSMPProgress
 	case smpSucceeded:
 		e.Kind = EventSMPSucceeded
-		e.Verified = ev.weInitiated || !in.smpHasQ
+		e.Verified = ev.verified
 		in.smpQ, in.smpHasQ = "", false
 	case smpFailed:
 		e.Kind = EventSMPFailed
