@@ -35,6 +35,12 @@ const (
 	maxInstances = 8
 	// defaultErrorText is sent in OTR error messages.
 	defaultErrorText = "Your message could not be decrypted by the recipient."
+	// maxMessageText bounds one encrypted message, so that its encoding
+	// stays well inside what receivers reassemble (64 KiB here).
+	maxMessageText = 32 * 1024
+	// maxSMPQuestion bounds the SMP question so that TLV 7 (question,
+	// NUL, six 1536-bit MPIs) fits its 16-bit length.
+	maxSMPQuestion = 16 * 1024
 	// resentPrefix marks a message sent again after a re-key.
 	resentPrefix = "[resent] "
 )
@@ -290,6 +296,10 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 	if in != nil && in.state == StateFinished {
 		res.event(Event{Kind: EventMessageRefused, Instance: in.tag, Err: ErrFinished})
 		return res, ErrFinished
+	}
+	if len(text) > maxMessageText && (in != nil || c.opts.Policy.has(RequireEncryption)) {
+		res.event(Event{Kind: EventMessageRefused, Err: ErrMessageTooLong})
+		return res, ErrMessageTooLong
 	}
 	if in != nil && in.state == StateEncrypted {
 		if err := c.sendData(&res, in, now, text, nil, 0); err != nil {
@@ -875,6 +885,9 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 	if err != nil {
 		return res, err
 	}
+	if len(question) > maxSMPQuestion {
+		return res, fmt.Errorf("otrcore: SMP question longer than %d bytes", maxSMPQuestion)
+	}
 	var out []tlv
 	if in.smp.inProgress() {
 		out = append(out, in.smp.abort())
@@ -936,6 +949,9 @@ func (c *Conversation) SendExtraKey(now time.Time, use uint32, useData []byte) (
 	}
 	if in.version < protocolV3 {
 		return key, res, errors.New("otrcore: the extra symmetric key needs OTR version 3")
+	}
+	if len(useData) > maxTLVValue-4 {
+		return key, res, errors.New("otrcore: extra key use data too long")
 	}
 	sk, err := in.keys.sendingKeys()
 	if err != nil {

@@ -192,3 +192,14 @@ func (p *party) countEvents(k EventKind) int {
 	}
 	return n
 }
+
+// missingPeer skips a test whose interop peer or tool is not installed,
+// except under CI=true, where every interop peer is mandatory and its
+// absence fails the test.
+func missingPeer(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("interop peer missing under CI=true: "+format, args...)
+	}
+	tb.Skipf(format, args...)
+}
