@@ -349,14 +349,14 @@ func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text s
 			plain = appendTLV(plain, t)
 		}
 	}
-	m, err := in.keys.sealData(c.header(in, in.version, msgData), flags, plain)
+	msg, err := in.keys.sealData(c.header(in, in.version, msgData), flags, plain)
 	wipe(plain)
 	if err != nil {
 		return err
 	}
 	in.lastSent = now
 	in.recvSinceSent = false
-	return c.emit(res, in, in.version, m.marshal())
+	return c.emit(res, in, in.version, msg)
 }
 
 // Receive processes one line received from the peer and returns what to
@@ -377,7 +377,8 @@ func (c *Conversation) Receive(now time.Time, line string) (Result, error) {
 	if isFrag {
 		return res, c.receiveFragment(&res, now, f)
 	}
-	for _, in := range c.all() {
+	c.master.frag.reset()
+	for _, in := range c.instances {
 		in.frag.reset()
 	}
 	return res, c.receiveWhole(&res, now, line)

@@ -9,9 +9,9 @@ import (
 
 // sealData builds an outgoing data message carrying plaintext (the
 // human-readable part, then a NUL and TLVs when there are any), following
-// "When you send a Data Message" in Protocol-v3.html. The caller fills in
-// the header's instance tags.
-func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) (*dataMsg, error) {
+// "When you send a Data Message" in Protocol-v3.html, and returns its
+// binary encoding. hdr carries the version and instance tags.
+func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byte, error) {
 	sk, err := ks.sendingKeys()
 	if err != nil {
 		return nil, err
@@ -35,11 +35,15 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) (*data
 	}
 	m.msgType = msgData
 	ctrXOR(dk.block, m.ctr, m.encrypted, plaintext)
-	dk.mac.Reset()
-	dk.mac.Write(m.authenticatedPart())
-	dk.mac.Sum(m.mac[:0])
 	m.oldMACKeys = ks.takeReveal()
-	return m, nil
+	// Encode once with a zero MAC, then MAC the authenticated prefix and
+	// fill the MAC in place.
+	buf := m.marshal()
+	authLen := len(buf) - macLen - 4 - len(m.oldMACKeys)
+	dk.mac.Reset()
+	dk.mac.Write(buf[:authLen])
+	dk.mac.Sum(buf[authLen:authLen])
+	return buf, nil
 }
 
 // errBadMAC reports a data message whose MAC does not verify.
@@ -92,7 +96,7 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	}
 	sk.recvCtr = ctr
 	sk.recvMACUsed = true
-	plaintext := make([]byte, len(m.encrypted))
+	plaintext := m.encrypted // decrypted in place: m owns its buffer
 	ctrXOR(dk.block, m.ctr, plaintext, m.encrypted)
 	if err := ks.rotate(rand, m.recipientKeyID, m.senderKeyID, m.nextDH); err != nil {
 		return nil, nil, err

@@ -26,12 +26,11 @@ var errEnvelope = errors.New("otrcore: bad encoded message")
 // encodeEnvelope wraps a binary message as "?OTR:" + standard padded
 // base64 + ".".
 func encodeEnvelope(b []byte) string {
-	var sb strings.Builder
-	sb.Grow(len(envelopePrefix) + base64.StdEncoding.EncodedLen(len(b)) + len(envelopeSuffix))
-	sb.WriteString(envelopePrefix)
-	sb.WriteString(base64.StdEncoding.EncodeToString(b))
-	sb.WriteString(envelopeSuffix)
-	return sb.String()
+	buf := make([]byte, 0, len(envelopePrefix)+base64.StdEncoding.EncodedLen(len(b))+len(envelopeSuffix))
+	buf = append(buf, envelopePrefix...)
+	buf = base64.StdEncoding.AppendEncode(buf, b)
+	buf = append(buf, envelopeSuffix...)
+	return string(buf)
 }
 
 // findEnvelope looks for "?OTR:" anywhere in text (as libotr does; text
@@ -66,25 +65,17 @@ func findEnvelope(text string) (payload []byte, ok bool, err error) {
 	if rest == "" {
 		return nil, true, fmt.Errorf("%w: empty", errEnvelope)
 	}
-	// encoding/base64 silently skips CR and LF; refuse them (and anything
-	// else outside the alphabet) explicitly.
-	for j := 0; j < len(rest); j++ {
-		if !isBase64Char(rest[j]) {
-			return nil, true, fmt.Errorf("%w: invalid character %q", errEnvelope, rest[j])
-		}
+	// The strict decoder rejects every character outside the alphabet
+	// except CR and LF, which encoding/base64 always skips; refuse those
+	// explicitly.
+	if j := strings.IndexAny(rest, "\r\n"); j >= 0 {
+		return nil, true, fmt.Errorf("%w: invalid character %q", errEnvelope, rest[j])
 	}
 	payload, err = base64.StdEncoding.Strict().DecodeString(rest)
 	if err != nil {
 		return nil, true, fmt.Errorf("%w: %w", errEnvelope, err)
 	}
 	return payload, true, nil
-}
-
-// isBase64Char reports whether c belongs to the standard base64 alphabet
-// or is the padding character.
-func isBase64Char(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' ||
-		c == '+' || c == '/' || c == '='
 }
 
 // errorPrefix marks an OTR Error Message.

@@ -6,6 +6,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -330,10 +332,25 @@ func ctrBytes(c uint64) [8]byte {
 	return [8]byte{byte(c >> 56), byte(c >> 48), byte(c >> 40), byte(c >> 32), byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)}
 }
 
-// ctrXOR encrypts or decrypts in place with AES-128-CTR whose initial
-// counter block is ctr followed by eight zero bytes.
+// ctrXOR encrypts or decrypts src into dst (which may be the same slice)
+// with AES-128-CTR whose initial counter block is ctr followed by eight
+// zero bytes. Data messages are short, so the keystream is produced block
+// by block on the stack rather than through cipher.NewCTR, which
+// allocates.
 func ctrXOR(block cipher.Block, ctr [8]byte, dst, src []byte) {
-	var iv [aes.BlockSize]byte
+	var iv, ks [aes.BlockSize]byte
 	copy(iv[:8], ctr[:])
-	cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+	if len(src) > 256 {
+		// Long messages gain more from the pipelined multi-block CTR.
+		cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+		return
+	}
+	var low uint64 // the low 64 bits of the counter block
+	for off := 0; off < len(src); off += aes.BlockSize {
+		binary.BigEndian.PutUint64(iv[8:], low)
+		block.Encrypt(ks[:], iv[:])
+		subtle.XORBytes(dst[off:], src[off:], ks[:])
+		low++
+	}
+	clear(ks[:])
 }

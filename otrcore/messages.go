@@ -237,7 +237,8 @@ func (m *dataMsg) addAuthenticated(b *cryptobyte.Builder) {
 // marshal encodes the data message: authenticatedPart ‖ MAC ‖
 // DATA(oldMACKeys).
 func (m *dataMsg) marshal() []byte {
-	b := cryptobyte.NewBuilder(nil)
+	size := headerLenV3 + 1 + 4 + 4 + 4 + dhPrimeBytes + ctrLen + 4 + len(m.encrypted) + macLen + 4 + len(m.oldMACKeys)
+	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	m.addAuthenticated(b)
 	b.AddBytes(m.mac[:])
 	addData(b, m.oldMACKeys)
@@ -260,7 +261,9 @@ func (m *dataMsg) unmarshal(b []byte) error {
 	if !readMPI(&s, &d.nextDH) {
 		return malformed(name, "bad or truncated next DH key")
 	}
-	if !s.ReadBytes(&ctr, ctrLen) || !readData(&s, &d.encrypted) {
+	// The ciphertext aliases b: data messages are decoded from a buffer
+	// the receiver owns, and decryption happens in place.
+	if !s.ReadBytes(&ctr, ctrLen) || !readLengthPrefixed(&s, &d.encrypted) {
 		return malformed(name, "truncated")
 	}
 	authLen := len(b) - len(s)
@@ -275,7 +278,7 @@ func (m *dataMsg) unmarshal(b []byte) error {
 	}
 	copy(d.ctr[:], ctr)
 	copy(d.mac[:], mac)
-	d.authenticated = append([]byte{}, b[:authLen]...)
+	d.authenticated = b[:authLen:authLen]
 	*m = d
 	return nil
 }
