@@ -1,0 +1,328 @@
+package keystore
+
+import (
+	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+)
+
+var (
+	// ErrLocked means another process has the state directory open.
+	ErrLocked = errors.New("keystore: state directory is in use by another process")
+	// ErrClosed means the Store was closed.
+	ErrClosed = errors.New("keystore: store is closed")
+	// ErrInvalidAccountName means an account name cannot be used; see
+	// [Store.Account].
+	ErrInvalidAccountName = errors.New("keystore: invalid account name")
+)
+
+// Options configure a [Store].
+type Options struct {
+	// Passphrase, if not empty, seals every account file with a key
+	// derived from it (see the package documentation for the threat
+	// model). Files written without a passphrase are sealed when the
+	// store is opened with one. A sealed store cannot be opened without
+	// it. The slice is copied.
+	Passphrase []byte
+
+	// kdf overrides the Argon2id parameters for newly sealed files (tests).
+	kdf kdfParams
+	// newKey overrides key generation (tests).
+	newKey func() (*dsa.PrivateKey, error)
+}
+
+// A Store is an open state directory. It holds every account's state in
+// memory and writes each change through to disk before reporting success.
+type Store struct {
+	dir        string
+	passphrase []byte
+	kdf        kdfParams
+	newKey     func() (*dsa.PrivateKey, error)
+
+	mu       sync.Mutex
+	lock     io.Closer // nil once closed
+	accounts map[string]*Account
+}
+
+// accountName is the form of account names: they become file names.
+var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Open opens the state directory dir, creating it if needed, and loads every
+// account in it. dir and the files in it are restricted to their owner (mode
+// 0700 and 0600) if they were not; note that systemd creates a
+// StateDirectory with mode 0755 unless the unit sets StateDirectoryMode=0700.
+// Only one process at a time can have a directory open; another gets
+// [ErrLocked].
+//
+// Open fails, and leaves every account file's content untouched, if any
+// account file cannot be read: see [ErrCorrupt], [ErrForeignFile],
+// [ErrUnsupportedVersion], [ErrPassphraseRequired] and [ErrWrongPassphrase].
+// The error names the file. Otherwise, with opts.Passphrase set, account
+// files written without a passphrase are sealed before Open returns.
+func Open(dir string, opts Options) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("keystore: empty state directory path")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keystore: creating state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("keystore: state directory %s is not a directory", dir)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("keystore: restricting state directory to its owner: %w", err)
+		}
+	}
+	lock, err := lockDir(filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dir:        dir,
+		passphrase: slices.Clone(opts.Passphrase),
+		kdf:        opts.kdf,
+		newKey:     opts.newKey,
+		lock:       lock,
+		accounts:   make(map[string]*Account),
+	}
+	if s.kdf == (kdfParams{}) {
+		s.kdf = defaultKDF
+	}
+	if s.newKey == nil {
+		s.newKey = generateKey
+	}
+	if err := s.load(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if err := s.sealPlaintext(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	for _, a := range s.accounts {
+		a.mu.Lock()
+		if a.st.key == nil {
+			a.startKeygenLocked()
+		}
+		a.mu.Unlock()
+	}
+	return s, nil
+}
+
+// load removes leftover temporary files and reads every account file.
+func (s *Store) load() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("keystore: reading state directory: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, tempPrefix+filePrefix) {
+			// A write interrupted by a crash; the real file is intact.
+			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("keystore: removing leftover temporary file: %w", err)
+			}
+			continue
+		}
+		acct, ok := strings.CutPrefix(name, filePrefix)
+		if !ok {
+			continue
+		}
+		acct, ok = strings.CutSuffix(acct, fileSuffix)
+		if !ok || !accountName.MatchString(acct) {
+			continue
+		}
+		if err := s.loadAccount(acct); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) loadAccount(name string) error {
+	path := filepath.Join(s.dir, accountFile(name))
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("keystore: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", ErrForeignFile, path)
+	}
+	data, err := readStateFile(path)
+	if err != nil {
+		return err
+	}
+	st, sl, err := decodeState(name, data, s.passphrase)
+	if err != nil {
+		return fmt.Errorf("%w (file %s left untouched)", err, path)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return fmt.Errorf("keystore: restricting %s to its owner: %w", path, err)
+		}
+	}
+	a := s.newAccount(name, st)
+	a.sealer = sl
+	s.accounts[name] = a
+	return nil
+}
+
+// sealPlaintext seals the account files written before a passphrase was
+// configured. It runs only once every file has been read successfully.
+func (s *Store) sealPlaintext() error {
+	if len(s.passphrase) == 0 {
+		return nil
+	}
+	for _, a := range s.accounts {
+		if a.sealer != nil {
+			continue
+		}
+		sl, err := newSealer(s.passphrase, s.kdf)
+		if err != nil {
+			return err
+		}
+		a.sealer = sl
+		if err := a.write(a.st, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) newAccount(name string, st *state) *Account {
+	return &Account{store: s, name: name, file: accountFile(name), tag: st.tag, st: st}
+}
+
+// Account returns the account called name, creating it if it does not
+// exist. A new account gets a fresh instance tag at once and a private key
+// generated in the background.
+//
+// Account names are used in file names: they are 1 to 64 ASCII letters,
+// digits, '.', '_' or '-', not starting with '.', '_' or '-'.
+func (s *Store) Account(name string) (*Account, error) {
+	if !accountName.MatchString(name) {
+		return nil, fmt.Errorf("%w %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalidAccountName, name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lock == nil {
+		return nil, ErrClosed
+	}
+	if a := s.accounts[name]; a != nil {
+		return a, nil
+	}
+	tag, err := newInstanceTag()
+	if err != nil {
+		return nil, err
+	}
+	st := &state{tag: tag, fps: make(map[Fingerprint]*record)}
+	a := s.newAccount(name, st)
+	if len(s.passphrase) > 0 {
+		if a.sealer, err = newSealer(s.passphrase, s.kdf); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.write(st, true); err != nil {
+		return nil, err
+	}
+	s.accounts[name] = a
+	a.mu.Lock()
+	a.startKeygenLocked()
+	a.mu.Unlock()
+	return a, nil
+}
+
+// Accounts returns the names of all accounts, sorted.
+func (s *Store) Accounts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.accounts))
+	for n := range s.accounts {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Close waits for writes in progress, then releases the state directory.
+// Later changes fail with [ErrClosed]; queries keep answering from memory.
+// A key generation still running is abandoned.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lock == nil {
+		return nil
+	}
+	for _, a := range s.accounts {
+		a.writeMu.Lock()
+		a.closed.Store(true)
+		a.writeMu.Unlock()
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	if err != nil {
+		return fmt.Errorf("keystore: releasing state directory: %w", err)
+	}
+	return nil
+}
+
+// newInstanceTag returns a random instance tag of at least 0x100.
+func newInstanceTag() (uint32, error) {
+	var b [4]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("keystore: generating instance tag: %w", err)
+		}
+		if t := binary.BigEndian.Uint32(b[:]); t >= minInstanceTag {
+			return t, nil
+		}
+	}
+}
+
+// ReadPassphraseFile reads a passphrase from the file at path, such as a
+// systemd credential ($CREDENTIALS_DIRECTORY/NAME with LoadCredential=). One
+// trailing line break is removed. An empty passphrase is an error.
+func ReadPassphraseFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: reading passphrase: %w", err)
+	}
+	defer f.Close()
+	const max = 64 << 10
+	p, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("keystore: reading passphrase file %s: %w", path, err)
+	}
+	if len(p) > max {
+		return nil, fmt.Errorf("keystore: passphrase file %s is larger than %d bytes", path, max)
+	}
+	p = p[:len(p)-len(trailingNewline(p))]
+	if len(p) == 0 {
+		return nil, fmt.Errorf("keystore: passphrase file %s is empty", path)
+	}
+	return p, nil
+}
+
+func trailingNewline(p []byte) []byte {
+	for _, nl := range []string{"\r\n", "\n"} {
+		if len(p) >= len(nl) && string(p[len(p)-len(nl):]) == nl {
+			return p[len(p)-len(nl):]
+		}
+	}
+	return nil
+}
