@@ -1,10 +1,13 @@
 package otrcore
 
 import (
+	"context"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore/otrtest/libotrpeer"
 )
 
 // benchPair returns two parties with an established v3 session, without
@@ -160,5 +163,39 @@ func BenchmarkSessionHeap(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/pairs, "heapB/pair")
 		runtime.KeepAlive(keep)
+	}
+}
+
+// BenchmarkLibotrReference times libotr 4.1.1 on the same workloads as
+// the benchmarks above, through the libotrpeer benchmark mode, so one run
+// gives both sets of figures on the same machine. Each sub-benchmark
+// reports libotr's median as "libotr-ns/op" (and heap per pair for
+// "heap"); run it with -benchtime=1x.
+func BenchmarkLibotrReference(b *testing.B) {
+	libotrpeer.Require(b)
+	for _, w := range []struct {
+		name string
+		n    int
+	}{
+		{libotrpeer.BenchAKE, 200},
+		{libotrpeer.BenchAlternating, 400},
+		{libotrpeer.BenchBurst100, 20000},
+		{libotrpeer.BenchBurst400, 20000},
+		{libotrpeer.BenchFrag2000, 5000},
+		{libotrpeer.BenchSMP, 20},
+		{libotrpeer.BenchHeap, 200},
+	} {
+		b.Run(w.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			var r libotrpeer.BenchResult
+			for b.Loop() {
+				var err error
+				if r, err = libotrpeer.RunBench(ctx, w.name, w.n); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r.ReportMetrics(b)
+		})
 	}
 }
