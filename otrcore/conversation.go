@@ -551,6 +551,11 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
 		}
+		if in != c.master && in.ake.state == authNone && c.master.ake.state == authAwaitingDHKey && c.master.ake.version == m.version {
+			// Our commit (sent before we knew this instance's tag) crossed
+			// theirs: the collision rule compares the two hashes here.
+			in.ake = c.master.ake.clone()
+		}
 		out, err := in.ake.handleCommit(c.env(), &m, now)
 		if err != nil {
 			return err
@@ -608,11 +613,6 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 		if result == nil {
 			return nil
 		}
-		if in != c.master && c.master.ake.state == authAwaitingDHKey {
-			// The copied commit has been answered; the master's copy of
-			// the same secret must not outlive it.
-			c.master.ake.reset()
-		}
 		return c.goneSecure(res, in, now, result)
 	case msgData:
 		return c.receiveData(res, in, now, payload)
@@ -668,6 +668,11 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 	if err != nil {
 		r.ourKey.wipe()
 		return err
+	}
+	if in != c.master && c.master.ake.state == authAwaitingDHKey {
+		// A commit we sent before knowing the peer's tag has been answered
+		// (or superseded) by this session; its secret must not outlive it.
+		c.master.ake.reset()
 	}
 	in.keys.wipe()
 	in.keys = ks
@@ -898,6 +903,12 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 	t, err := in.smp.start(c.rand, s, question, hasQuestion)
 	wipe(s)
 	if err != nil {
+		if len(out) > 0 {
+			// The old exchange was reset on our side: tell the peer.
+			if serr := c.sendData(&res, in, now, "", out, flagIgnoreUnreadable); serr != nil {
+				return res, errors.Join(err, serr)
+			}
+		}
 		return res, err
 	}
 	in.smpQ, in.smpHasQ = question, hasQuestion

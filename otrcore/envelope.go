@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 )
 
 // envelopePrefix starts a base64-encoded binary OTR message; '.' ends it
@@ -30,7 +31,9 @@ func encodeEnvelope(b []byte) string {
 	buf = append(buf, envelopePrefix...)
 	buf = base64.StdEncoding.AppendEncode(buf, b)
 	buf = append(buf, envelopeSuffix...)
-	return string(buf)
+	// buf is never written again, so the string can share its memory
+	// (as strings.Builder does).
+	return unsafe.String(unsafe.SliceData(buf), len(buf))
 }
 
 // findEnvelope looks for "?OTR:" anywhere in text (as libotr does; text

@@ -56,12 +56,18 @@ var (
 // minimal big-endian magnitude (no leading zero bytes; zero has length 0).
 // A nil v is encoded as zero. v must not be negative.
 func addMPI(b *cryptobyte.Builder, v *big.Int) {
-	var mag []byte
-	if v != nil {
-		mag = v.Bytes()
+	if v == nil {
+		b.AddUint32(0)
+		return
 	}
-	b.AddUint32(uint32(len(mag)))
-	b.AddBytes(mag)
+	n := (v.BitLen() + 7) / 8
+	b.AddUint32(uint32(n))
+	var buf [2 * dhPrimeBytes]byte // group elements fit without a heap copy
+	if n <= len(buf) {
+		b.AddBytes(v.FillBytes(buf[:n]))
+		return
+	}
+	b.AddBytes(v.Bytes())
 }
 
 // readMPI reads an MPI into *out. It fails, without allocating, when the
