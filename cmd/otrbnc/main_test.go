@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"otrbnc/proxy"
+)
+
+func TestFirstRunWritesDefaultConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	t.Setenv("HOME", dir)
+	var out bytes.Buffer
+	if err := dispatch(context.Background(), nil, strings.NewReader(""), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "otrbnc", "config.toml")
+	cfg, err := proxy.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("written config does not load: %v", err)
+	}
+	pw := regexp.MustCompile(`(?m)^    (\S+)$`).FindStringSubmatch(out.String())
+	if pw == nil {
+		t.Fatalf("password not shown:\n%s", out.String())
+	}
+	if bcrypt.CompareHashAndPassword([]byte(cfg.PasswordHash), []byte(pw[1])) != nil {
+		t.Error("shown password does not match the stored hash")
+	}
+	if data, _ := os.ReadFile(path); strings.Contains(string(data), pw[1]) {
+		t.Error("the password itself is stored")
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("config mode %v", st.Mode().Perm())
+	}
+	if !strings.Contains(out.String(), "127.0.0.1 port 6667") {
+		t.Errorf("no connection instructions:\n%s", out.String())
+	}
+}
+
+func TestHashPasswordAndUnknownSubcommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := dispatch(context.Background(), []string{"hash-password"}, strings.NewReader("pw\n"), &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(out.String())), []byte("pw")) != nil {
+		t.Errorf("bad hash %q", out.String())
+	}
+	if err := dispatch(context.Background(), []string{"frobnicate"}, nil, &out, &errb); err == nil {
+		t.Error("unknown subcommand accepted")
+	}
+	out.Reset()
+	if err := dispatch(context.Background(), []string{"help"}, nil, &out, &errb); err != nil || !strings.Contains(out.String(), "hash-password") {
+		t.Errorf("help: %v %q", err, out.String())
+	}
+}
+
+func TestRunServesAndShutsDown(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	conf := fmt.Sprintf("password_hash = %q\nstate_dir = \"state\"\n[[listen]]\naddress = %q\n[[network]]\nname = \"t\"\naddress = \"irc+insecure://127.0.0.1:1\"\nnick = \"me\"\n", hash, addr)
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte(conf), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var errb bytes.Buffer
+	go func() { done <- dispatch(ctx, []string{"-config", path}, nil, &bytes.Buffer{}, &errb) }()
+	var c net.Conn
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("not listening: %v", <-done)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintf(c, "PASS pw\r\nNICK me\r\nUSER t 0 * :t\r\n")
+	buf := make([]byte, 4096)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _ := c.Read(buf)
+	if !strings.Contains(string(buf[:n]), " 001 ") {
+		t.Errorf("no welcome: %q", buf[:n])
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no graceful shutdown")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
+		t.Errorf("state directory not created: %v", err)
+	}
+}

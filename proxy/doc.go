@@ -1,0 +1,69 @@
+// Package proxy is otrbnc's bouncer: it keeps one connection per configured
+// IRC network, lets IRC clients attach to it, and carries private messages
+// through OTR (version 3, with version 2 fallback) so that clients only
+// ever see plaintext.
+//
+// # Concurrency
+//
+// Every connection has exactly one reader goroutine and one writer
+// goroutine (ircConn). Each network has one owner goroutine (network.run)
+// that holds all IRC state and every otrcore.Conversation; the engine is
+// not safe for concurrent use and never needs to be. Readers hand parsed
+// messages to the owner over a channel; the owner queues batches of lines
+// to writers without blocking. Lines read from the network or from clients
+// are bounded (512 bytes plus the IRCv3 tag budget); longer lines are
+// dropped. The upstream writer is paced by a token bucket, and the lines of
+// one OTR message (its fragments) are written back to back. A separate
+// goroutine per network dials, registers (CAP, SASL PLAIN or EXTERNAL,
+// PASS/NICK/USER with nick fallback) and reconnects with exponential
+// backoff and jitter; the upstream stays up while no client is attached.
+//
+// # What is encrypted
+//
+//   - PRIVMSG to a nick goes through that nick's OTR conversation according
+//     to the policy (never, manual, opportunistic, always; per network,
+//     overridable per nick).
+//   - CTCP ACTION to a nick goes inside OTR as the text "/me …" (the
+//     convention of irssi, WeeChat and znc-otr) and comes back as an
+//     ACTION; without a session and without policy always it stays a CTCP
+//     ACTION in clear.
+//   - Other CTCP (VERSION, PING, DCC, …) and NOTICE always pass in clear,
+//     both ways, as in every IRC OTR plugin. Channel messages pass untouched.
+//   - OTR traffic from peers is consumed: clients see the decrypted text
+//     from the peer's real prefix, split to fit client lines, never "?OTR"
+//     data. Plaintext received during an encrypted session is shown after a
+//     configurable marker, with formatting, control and bidi characters
+//     removed so the peer cannot disguise it, followed by a *otr warning.
+//   - What one client sends privately is echoed, as plaintext, to the other
+//     attached clients (and to the sender with echo-message). Upstream
+//     echoes of our own OTR traffic are dropped.
+//   - Under policy always, a message typed before the session is up is
+//     queued by the engine and sent once the AKE completes with a key seen
+//     before or trusted; the client is told at each step, and a message
+//     that cannot be sent is reported, never dropped silently or sent in
+//     clear.
+//
+// Conversations are keyed by the nick folded with the network's
+// CASEMAPPING; a peer who changes nick starts a new conversation.
+//
+// # Fragment size
+//
+// OTR fragments are sized so that the line the peer receives,
+// ":nick!user@host PRIVMSG peer :fragment", fits in 512 bytes with a
+// margin, using our visible user@host as learnt from RPL_WELCOME, WHO on
+// ourselves, JOIN echoes, RPL_VISIBLEHOST (396) and CHGHOST; until they are
+// known, the longest user (11) and host (63) are assumed. fragment_size in
+// the configuration overrides the computation.
+//
+// # Control
+//
+// Clients talk to the "*otr" service (/msg *otr help). Its commands are
+// rows of a table (serviceCommands) and accept any unique prefix and
+// shell-like quoting. Replies go to the asking client; events go to all
+// attached clients, or wait in memory for the next one.
+//
+// # Privacy
+//
+// The text of private messages is never logged, at any level. Logs carry
+// event kinds, errors and addresses only.
+package proxy

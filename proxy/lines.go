@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"gopkg.in/irc.v4"
+)
+
+// maxLineLen bounds one IRC line read from any peer: 512 bytes of message
+// (CRLF included) plus the IRCv3 tag budget (8191 bytes, the older and
+// larger limit, so that no compliant server is refused).
+const maxLineLen = 512 + 8191
+
+// errLineTooLong reports a line over the reader's limit; the line has been
+// discarded and the reader can go on.
+var errLineTooLong = errors.New("line too long")
+
+// lineReader reads LF-terminated lines of at most max bytes. irc.v4's
+// Reader has no limit, so network input goes through this instead.
+type lineReader struct {
+	br  *bufio.Reader
+	max int
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, max+1), max: max}
+}
+
+// readLine returns the next line without its CR/LF. A line longer than the
+// limit is consumed up to its LF and reported with errLineTooLong. At EOF a
+// final unterminated line is dropped and io.EOF returned.
+func (lr *lineReader) readLine() (string, error) {
+	b, err := lr.br.ReadSlice('\n')
+	switch {
+	case err == nil:
+		if len(b) > lr.max {
+			return "", errLineTooLong
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case errors.Is(err, bufio.ErrBufferFull):
+		for {
+			_, err = lr.br.ReadSlice('\n')
+			if err == nil {
+				return "", errLineTooLong
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				return "", err
+			}
+		}
+	default:
+		return "", err
+	}
+}
+
+// parseLine parses one IRC line. It never panics, whatever the input
+// (irc.v4's parser indexes past the end of some malformed lines), and it
+// rejects NUL and CR inside the line.
+func parseLine(line string) (msg *irc.Message, err error) {
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return nil, irc.ErrZeroLengthMessage
+	}
+	if strings.ContainsAny(line, "\x00\r\n") {
+		return nil, errors.New("irc: NUL, CR or LF inside a line")
+	}
+	rest := line
+	if rest[0] == '@' {
+		i := strings.IndexByte(rest, ' ')
+		if i < 0 {
+			return nil, irc.ErrMissingDataAfterTags
+		}
+		rest = strings.TrimLeft(rest[i+1:], " ")
+		if rest == "" {
+			return nil, irc.ErrMissingDataAfterTags
+		}
+	}
+	if rest[0] == ':' {
+		i := strings.IndexByte(rest, ' ')
+		if i < 0 {
+			return nil, irc.ErrMissingDataAfterPrefix
+		}
+		if strings.TrimLeft(rest[i+1:], " ") == "" {
+			return nil, irc.ErrMissingCommand
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("irc: unparsable line: %v", r)
+		}
+	}()
+	msg, err = irc.ParseMessage(line)
+	if err != nil {
+		return nil, fmt.Errorf("parsing line: %w", err)
+	}
+	if msg.Prefix == nil {
+		msg.Prefix = &irc.Prefix{}
+	}
+	return msg, nil
+}
+
+// formatMessage encodes m for the wire, without CRLF. Parameters that
+// would break the framing lose their CR, LF and NUL bytes.
+func formatMessage(m *irc.Message) string {
+	for i, p := range m.Params {
+		if strings.ContainsAny(p, "\x00\r\n") {
+			m.Params[i] = stripBytes(p, "\x00\r\n")
+		}
+	}
+	return m.String()
+}
+
+func stripBytes(s, cut string) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(cut, r) {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// msg builds a message with a prefix name (may be empty).
+func msg(prefix, cmd string, params ...string) *irc.Message {
+	m := &irc.Message{Tags: irc.Tags{}, Prefix: &irc.Prefix{}, Command: cmd, Params: params}
+	if prefix != "" {
+		m.Prefix = irc.ParsePrefix(prefix)
+	}
+	return m
+}

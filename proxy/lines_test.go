@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestLineReaderBounds(t *testing.T) {
+	in := "short\r\n" + strings.Repeat("x", 100) + "\r\nnext\nlast-unterminated"
+	lr := newLineReader(strings.NewReader(in), 50)
+	want := []struct {
+		line string
+		err  error
+	}{{"short", nil}, {"", errLineTooLong}, {"next", nil}, {"", io.EOF}}
+	for i, w := range want {
+		line, err := lr.readLine()
+		if line != w.line || !errors.Is(err, w.err) {
+			t.Fatalf("read %d = %q, %v; want %q, %v", i, line, err, w.line, w.err)
+		}
+	}
+	// Exactly at the limit (LF included) is fine.
+	lr = newLineReader(strings.NewReader(strings.Repeat("y", 49)+"\n"), 50)
+	if line, err := lr.readLine(); err != nil || len(line) != 49 {
+		t.Fatalf("line at the limit: %d, %v", len(line), err)
+	}
+}
+
+func TestParseLineNeverPanics(t *testing.T) {
+	for _, s := range lineSeeds {
+		m, err := parseLine(s)
+		if err == nil && (m.Command == "" || m.Prefix == nil) {
+			t.Errorf("parseLine(%q) = %+v without error", s, m)
+		}
+	}
+	if _, err := parseLine("@a "); err == nil {
+		t.Error("tags without command accepted")
+	}
+	m, err := parseLine(":nick!user@host PRIVMSG bob :hello there")
+	if err != nil || m.Prefix.Name != "nick" || m.Param(0) != "bob" || m.Trailing() != "hello there" {
+		t.Errorf("parse: %+v %v", m, err)
+	}
+}
+
+var lineSeeds = []string{
+	"", "@", "@a", "@a ", "@a  ", "@a :", "@a :p", "@a :p ", ":", ": ", ":p", ":p ", ":p  ", " ",
+	"PING", "PING :x", "@time=1 :n!u@h PRIVMSG #c :hi", "PRIVMSG a :\x00", "CMD a b c :d e",
+	":n PRIVMSG bob :?OTR:AAMDabc.", "\r\n", "a\rb",
+}
+
+func FuzzLineReader(f *testing.F) {
+	for _, s := range lineSeeds {
+		f.Add([]byte(s+"\r\n"+s), 64)
+	}
+	f.Add(bytes.Repeat([]byte("z"), 300), 16)
+	f.Fuzz(func(t *testing.T, data []byte, max int) {
+		if max < 1 || max > 4096 {
+			return
+		}
+		lr := newLineReader(bytes.NewReader(data), max)
+		for range len(data) + 2 {
+			line, err := lr.readLine()
+			if err != nil {
+				if errors.Is(err, errLineTooLong) {
+					continue
+				}
+				return
+			}
+			if len(line) >= max || strings.ContainsAny(line, "\n") {
+				t.Fatalf("line of %d bytes (max %d): %q", len(line), max, line)
+			}
+			parseLine(line)
+		}
+	})
+}
+
+func FuzzParseLine(f *testing.F) {
+	for _, s := range lineSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := parseLine(s)
+		if err != nil {
+			return
+		}
+		if m.Command == "" || m.Prefix == nil {
+			t.Fatalf("bad message from %q", s)
+		}
+		out := formatMessage(m)
+		if strings.ContainsAny(out, "\r\n\x00") {
+			t.Fatalf("formatted %q contains framing bytes", out)
+		}
+	})
+}
+
+func TestSplitText(t *testing.T) {
+	cases := []struct {
+		in   string
+		max  int
+		want []string
+	}{
+		{"hello", 10, []string{"hello"}},
+		{"", 10, []string{""}},
+		{"a\nb\r\n\nc", 10, []string{"a", "b", "c"}},
+		{"aaaa bbbb cccc", 10, []string{"aaaa bbbb ", "cccc"}},
+		{"ééééé", 5, []string{"éé", "éé", "é"}},
+		{"bad\xffbyte", 20, []string{"bad\uFFFDbyte"}},
+		{"nul\x00here", 20, []string{"nulhere"}},
+	}
+	for _, c := range cases {
+		got := splitText(c.in, c.max)
+		if strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("splitText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+		}
+	}
+}
+
+func FuzzSplitText(f *testing.F) {
+	f.Add("hello world", 5)
+	f.Add("ééé\nx\xff\r", 4)
+	f.Fuzz(func(t *testing.T, s string, max int) {
+		if max < 4 || max > 1000 {
+			return
+		}
+		pieces := splitText(s, max)
+		for _, p := range pieces {
+			if len(p) > max || !utf8.ValidString(p) || strings.ContainsAny(p, "\r\n\x00") {
+				t.Fatalf("bad piece %q (max %d)", p, max)
+			}
+		}
+		clean := strings.NewReplacer("\r", "", "\n", "", "\x00", "").Replace(strings.ToValidUTF8(s, "\uFFFD"))
+		if strings.Join(pieces, "") != clean {
+			t.Fatalf("pieces %q lose text of %q", pieces, s)
+		}
+	})
+}
