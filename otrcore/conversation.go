@@ -53,7 +53,7 @@ type instance struct {
 	state    MsgState
 	ake      ake
 	keys     *keyState
-	theirPub *publicKey
+	hasFP    bool // fp is set: a session was established at least once
 	fp       Fingerprint
 	ssid     [8]byte
 	revealer bool // we sent the Reveal Signature in the AKE
@@ -679,7 +679,7 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 	in.smp.reset()
 	in.smpQ, in.smpHasQ = "", false
 	in.version = r.version
-	in.theirPub = r.theirPub
+	in.hasFP = true
 	in.fp = fp
 	in.ssid = r.ssid
 	in.revealer = r.weSentRevealSig
@@ -1017,7 +1017,7 @@ func (c *Conversation) Status() Status {
 		st.State = in.state
 		st.Version = int(in.version)
 		st.Instance = in.tag
-		if in.theirPub != nil {
+		if in.hasFP {
 			st.Fingerprint, st.HasFingerprint = in.fp, true
 			st.Trusted = c.acct.Trust != nil && c.acct.Trust.IsTrusted(c.peer, in.fp)
 		}
