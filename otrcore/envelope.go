@@ -71,8 +71,8 @@ func findEnvelope(text string) (payload []byte, ok bool, err error) {
 	// The strict decoder rejects every character outside the alphabet
 	// except CR and LF, which encoding/base64 always skips; refuse those
 	// explicitly.
-	if j := strings.IndexAny(rest, "\r\n"); j >= 0 {
-		return nil, true, fmt.Errorf("%w: invalid character %q", errEnvelope, rest[j])
+	if strings.IndexByte(rest, '\r') >= 0 || strings.IndexByte(rest, '\n') >= 0 {
+		return nil, true, fmt.Errorf("%w: line break inside the encoded message", errEnvelope)
 	}
 	payload, err = base64.StdEncoding.Strict().DecodeString(rest)
 	if err != nil {

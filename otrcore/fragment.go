@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Fragment markers (spec "Fragmentation"). "?OTR|" must be checked before
@@ -83,19 +84,49 @@ func fragmentMessage(msg string, maxLen int, version uint16, senderTag, receiver
 	if n > maxFragments {
 		return nil, fmt.Errorf("otrcore: fragment: message needs %d fragments, more than %d", n, maxFragments)
 	}
-	out := make([]string, 0, n)
+	// All fragments are written into one buffer, which becomes one string
+	// that the fragments slice: two allocations whatever n is.
+	buf := make([]byte, 0, n*(overhead+pieceLen))
+	ends := make([]int, n)
 	for k := 1; k <= n; k++ {
 		start := (k - 1) * pieceLen
 		end := min(start+pieceLen, len(msg))
-		var f string
 		if version == protocolV3 {
-			f = fmt.Sprintf("%s%08x|%08x,%05d,%05d,%s,", fragmentPrefixV3, senderTag, receiverTag, k, n, msg[start:end])
+			buf = append(buf, fragmentPrefixV3...)
+			buf = appendPadded(buf, uint64(senderTag), 16, 8)
+			buf = append(buf, '|')
+			buf = appendPadded(buf, uint64(receiverTag), 16, 8)
+			buf = append(buf, ',')
 		} else {
-			f = fmt.Sprintf("%s%05d,%05d,%s,", fragmentPrefixV2, k, n, msg[start:end])
+			buf = append(buf, fragmentPrefixV2...)
 		}
-		out = append(out, f)
+		buf = appendPadded(buf, uint64(k), 10, 5)
+		buf = append(buf, ',')
+		buf = appendPadded(buf, uint64(n), 10, 5)
+		buf = append(buf, ',')
+		buf = append(buf, msg[start:end]...)
+		buf = append(buf, ',')
+		ends[k-1] = len(buf)
+	}
+	all := unsafe.String(unsafe.SliceData(buf), len(buf)) // buf is not written again
+	out := make([]string, n)
+	prev := 0
+	for i, e := range ends {
+		out[i] = all[prev:e]
+		prev = e
 	}
 	return out, nil
+}
+
+// appendPadded appends v in the given base (lower-case digits),
+// left-padded with zeros to width, as "%08x" and "%05d" would.
+func appendPadded(dst []byte, v uint64, base, width int) []byte {
+	var tmp [20]byte
+	d := strconv.AppendUint(tmp[:0], v, base)
+	for i := len(d); i < width; i++ {
+		dst = append(dst, '0')
+	}
+	return append(dst, d...)
 }
 
 // fragmentPiece is one parsed fragment. senderTag and receiverTag are zero
@@ -248,6 +279,9 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 	switch {
 	case f.k == 1:
 		r.reset()
+		// Expect n pieces of this size (the last may be shorter), within
+		// the cap, so the buffer grows once.
+		r.buf = make([]byte, 0, min(len(f.piece)*f.n, maxReassembled))
 		if err := r.appendPiece(f.piece); err != nil {
 			return "", false, err
 		}
@@ -264,7 +298,8 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 		return "", false, nil
 	}
 	if r.k == r.n {
-		msg = string(r.buf)
+		// reset drops the buffer, so the string may share it.
+		msg = unsafe.String(unsafe.SliceData(r.buf), len(r.buf))
 		r.reset()
 		return msg, true, nil
 	}
