@@ -567,18 +567,27 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
 		}
+		a := &in.ake
+		var trial ake
 		if in != c.master && in.ake.state == authNone && c.master.ake.state == authAwaitingDHKey && c.master.ake.version == m.version {
 			// Our commit went out before we knew the peer's tag: this
-			// instance answers it, so it continues from the master's state.
-			in.ake = c.master.ake.clone()
+			// instance answers it, so it continues from a copy of the
+			// master's state, kept only if the D-H Key is accepted.
+			trial = c.master.ake.clone()
+			a = &trial
 		}
-		out, err := in.ake.handleDHKey(c.env(), &m)
-		if err != nil {
-			res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
+		out, err := a.handleDHKey(c.env(), &m)
+		if err != nil || out == nil {
+			if a == &trial {
+				trial.reset()
+			}
+			if err != nil {
+				res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
+			}
 			return nil
 		}
-		if out == nil {
-			return nil
+		if a == &trial {
+			in.ake = trial
 		}
 		return c.emitAKE(res, in, out)
 	case msgRevealSig:
