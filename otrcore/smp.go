@@ -48,6 +48,7 @@ import (
 	"strings"
 
 	"filippo.io/bigmod"
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // smpSecretVersion is the version byte of the SMP secret derivation; the
@@ -687,34 +688,26 @@ func smpParse(gr *group, payload []byte, layout string) ([]smpValue, error) {
 // last MPI. The returned magnitudes alias b. The count is checked before
 // anything is allocated.
 func smpDecodeMPIs(b []byte, want int) ([][]byte, error) {
-	if len(b) < 4 {
+	s := cryptobyte.String(b)
+	var n uint32
+	if !s.ReadUint32(&n) {
 		return nil, fmt.Errorf("%w: truncated MPI count", errSMPMalformed)
 	}
-	if n := binary.BigEndian.Uint32(b); n != uint32(want) {
+	if n != uint32(want) {
 		return nil, fmt.Errorf("%w: %d MPIs, want %d", errSMPMalformed, n, want)
 	}
-	b = b[4:]
 	out := make([][]byte, want)
 	for i := range out {
-		if len(b) < 4 {
-			return nil, fmt.Errorf("%w: MPI %d truncated", errSMPMalformed, i+1)
+		if !readMPIMagnitude(&s, &out[i]) {
+			return nil, fmt.Errorf("%w: MPI %d truncated or not minimal", errSMPMalformed, i+1)
 		}
-		l := binary.BigEndian.Uint32(b)
-		b = b[4:]
-		if l > dhPrimeBytes {
-			return nil, fmt.Errorf("%w: MPI %d is %d bytes long", errSMPMalformed, i+1, l)
+		if len(out[i]) > dhPrimeBytes {
+			return nil, fmt.Errorf("%w: MPI %d is %d bytes long", errSMPMalformed, i+1, len(out[i]))
 		}
-		if uint32(len(b)) < l {
-			return nil, fmt.Errorf("%w: MPI %d truncated", errSMPMalformed, i+1)
-		}
-		if l > 0 && b[0] == 0 {
-			return nil, fmt.Errorf("%w: MPI %d has a leading zero byte", errSMPMalformed, i+1)
-		}
-		out[i] = b[:l:l]
-		b = b[l:]
+		out[i] = out[i][:len(out[i]):len(out[i])]
 	}
-	if len(b) != 0 {
-		return nil, fmt.Errorf("%w: %d bytes after the last MPI", errSMPMalformed, len(b))
+	if !s.Empty() {
+		return nil, fmt.Errorf("%w: %d bytes after the last MPI", errSMPMalformed, len(s))
 	}
 	return out, nil
 }

@@ -76,6 +76,17 @@ func addMPI(b *cryptobyte.Builder, v *big.Int) {
 // fingerprints and MACs computed over re-encoded values. Nothing is
 // consumed on failure.
 func readMPI(s *cryptobyte.String, out **big.Int) bool {
+	var mag []byte
+	if !readMPIMagnitude(s, &mag) {
+		return false
+	}
+	*out = new(big.Int).SetBytes(mag)
+	return true
+}
+
+// readMPIMagnitude reads an MPI's minimal big-endian magnitude, aliasing
+// the input; it has readMPI's checks and consumes nothing on failure.
+func readMPIMagnitude(s *cryptobyte.String, out *[]byte) bool {
 	save := *s
 	var mag []byte
 	if !readLengthPrefixed(s, &mag) {
@@ -85,7 +96,7 @@ func readMPI(s *cryptobyte.String, out **big.Int) bool {
 		*s = save
 		return false
 	}
-	*out = new(big.Int).SetBytes(mag)
+	*out = mag
 	return true
 }
 
