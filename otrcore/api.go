@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 )
 
 // TrustStore answers the engine's questions about a peer's long-term
@@ -288,7 +287,3 @@ var (
 	// ErrMessageTooLong: the message cannot be encoded.
 	ErrMessageTooLong = errors.New("otrcore: message too long")
 )
-
-// clock-free note: every method that can start timers takes the current
-// time from the caller; the engine never reads the wall clock.
-var _ = time.Time{}
