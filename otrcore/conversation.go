@@ -128,8 +128,20 @@ func (c *Conversation) Policy() Policy { return c.opts.Policy }
 // SetMaxMessageSize changes the fragmentation limit (0 disables it).
 func (c *Conversation) SetMaxMessageSize(n int) { c.opts.MaxMessageSize = n }
 
-// enabled reports whether OTR is on at all for this peer.
-func (c *Conversation) enabled() bool { return c.opts.Policy.versions() != 0 }
+// enabled reports whether OTR is on at all for this peer: the policy
+// allows a version, or a session set up earlier is still encrypted or
+// finished (turning the policy off must not make it send in clear).
+func (c *Conversation) enabled() bool {
+	if c.opts.Policy.versions() != 0 {
+		return true
+	}
+	for _, in := range c.all() {
+		if in.state != StatePlaintext {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *Conversation) env() akeEnv {
 	return akeEnv{gr: c.gr, rand: c.rand, key: c.acct.Key}
@@ -241,7 +253,7 @@ func (c *Conversation) sendError(res *Result, now time.Time) {
 // message; in an encrypted session this refreshes the keys.
 func (c *Conversation) Start(now time.Time) Result {
 	var res Result
-	if !c.enabled() {
+	if c.opts.Policy.versions() == 0 {
 		res.event(Event{Kind: EventMessageRefused, Err: ErrPolicy})
 		return res
 	}

@@ -391,3 +391,29 @@ func TestUnreadableErrorsRateLimited(t *testing.T) {
 		t.Fatalf("%d error messages for 5 unreadable messages in 5 s, want 1", errs)
 	}
 }
+
+func TestPolicyNeverKeepsRunningSessionEncrypted(t *testing.T) {
+	l, a, b := securePair(t, Options{Policy: PolicyManual}, Options{Policy: PolicyManual})
+	a.conv.SetPolicy(PolicyNever)
+	res, err := a.conv.Send(l.now, "still private")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.Send {
+		for _, line := range m {
+			if strings.Contains(line, "still private") {
+				t.Fatal("policy change sent a running session's message in clear")
+			}
+		}
+	}
+	l.deliver(a, res)
+	if got := b.lastText(t); got.Text != "still private" || !got.Encrypted {
+		t.Fatalf("got %+v", got)
+	}
+	// Once the session ends, "never" means plain text.
+	l.deliver(a, a.conv.End(l.now))
+	res, _ = a.conv.Send(l.now, "now clear")
+	if len(res.Send) != 1 || res.Send[0][0] != "now clear" {
+		t.Fatalf("after End with policy never: %v", res.Send)
+	}
+}
