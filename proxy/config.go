@@ -26,6 +26,12 @@ import (
 type Config struct {
 	// StateDir holds keys, fingerprints and instance tags.
 	StateDir string `toml:"state_dir"`
+	// PassphraseFile names a file whose content (one trailing line break
+	// removed) encrypts the keystore at rest. $VAR and ${VAR} are
+	// expanded from the environment, so systemd's LoadCredential= works as
+	// "${CREDENTIALS_DIRECTORY}/passphrase"; a relative path is relative to
+	// the configuration file. Empty means the keystore is not encrypted.
+	PassphraseFile string `toml:"passphrase_file"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 	// PasswordHash is the bcrypt hash of the password clients must give
@@ -486,6 +492,9 @@ func DefaultConfigText(passwordHash, stateDir string) string {
 
 # Where OTR keys, fingerprints and instance tags are stored (mode 0700).
 state_dir = %q
+
+# Encrypt the keys at rest with the passphrase held in this file:
+# passphrase_file = "/path/to/passphrase"
 
 # debug, info, warn or error. Private message text is never logged.
 log_level = "info"

@@ -44,7 +44,16 @@
 //     clear.
 //
 // Conversations are keyed by the nick folded with the network's
-// CASEMAPPING; a peer who changes nick starts a new conversation.
+// CASEMAPPING. When a peer we share a channel with changes nick, the
+// conversation follows the new nick. Keys are remembered per nick in the
+// trust book: a nick that shows a different key, or a known key under a
+// new nick, is reported. Nicks on the ignore list (services, "*" bouncer
+// modules) are never touched.
+//
+// History replayed by an upstream bouncer (chathistory or playback
+// batches, server-time tags over a minute old) never reaches the engine:
+// OTR data in it is shown as a placeholder, and nothing is sent to the
+// peer because of it (history.go).
 //
 // # Fragment size
 //
@@ -58,9 +67,28 @@
 // # Control
 //
 // Clients talk to the "*otr" service (/msg *otr help). Its commands are
-// rows of a table (serviceCommands) and accept any unique prefix and
-// shell-like quoting. Replies go to the asking client; events go to all
-// attached clients, or wait in memory for the next one.
+// rows of a table (serviceCommands, commands.go) that also generates
+// docs/commands.md; they accept any unique prefix and shell-like quoting.
+// Replies go to the asking client; events go to all attached clients, or
+// wait in memory (bounded, with their time) for the next one, and pending
+// verification questions are asked again on attach. Nobody on the network
+// can speak as *otr. Policies, the ignore list and settings changed there
+// are saved in the state directory (settings.go) and take precedence over
+// the configuration file; trust lives in the keystore.
+//
+// # IRCv3 towards clients
+//
+// The capabilities offered to clients are otrbnc's own (caps.go):
+// batch, cap-notify, echo-message, labeled-response, message-tags,
+// sasl and server-time; sts, draft/multiline, chathistory and bouncer
+// vendor capabilities are never offered. Every line a client receives
+// carries only the tags its capabilities allow. otrbnc answers labels
+// itself for what it handles (private messages, whatever their number of
+// OTR fragments, *otr commands, PING, CAP); commands passed to the network
+// lose their label. Client-only tags (+typing, +draft/reply, …) on
+// messages to a peer whose messages are encrypted are stripped (setting
+// client_tags), and TAGMSG to such a peer is dropped, since they would
+// travel in clear.
 //
 // # Privacy
 //

@@ -23,12 +23,6 @@ const (
 	maxAuthFailures = 3
 )
 
-// downstreamCaps are the capabilities offered to clients.
-var downstreamCaps = map[string]string{
-	"echo-message": "",
-	"sasl":         "PLAIN",
-}
-
 // downstream is one attached client. Its fields other than conn are owned
 // by the network goroutine once attached.
 type downstream struct {
@@ -38,17 +32,26 @@ type downstream struct {
 	user   string
 	caps   map[string]bool
 	logger *slog.Logger
+	// now is the server's clock, for server-time tags.
+	now func() time.Time
 }
 
 // hasCap reports whether the client negotiated capability name.
 func (dc *downstream) hasCap(name string) bool { return dc.caps[name] }
 
-// send queues messages to the client; a client that cannot keep up is
-// disconnected rather than slowing everyone down.
+// send queues messages to the client, with the tags its capabilities
+// allow; a client that cannot keep up is disconnected rather than slowing
+// everyone down.
 func (dc *downstream) send(ms ...*irc.Message) {
-	lines := make([]string, len(ms))
-	for i, m := range ms {
-		lines[i] = formatMessage(m)
+	lines := make([]string, 0, len(ms))
+	now := time.Now()
+	if dc.now != nil {
+		now = dc.now()
+	}
+	for _, m := range ms {
+		if c := forClient(dc.caps, m, now); c != nil {
+			lines = append(lines, formatMessage(c))
+		}
 	}
 	if !dc.conn.Send(lines...) {
 		dc.logger.Warn("client too slow or gone; disconnecting")
@@ -165,56 +168,19 @@ func (s *Server) checkPassword(pw string) bool {
 	if pw == "" {
 		return false
 	}
-	return bcrypt.CompareHashAndPassword([]byte(s.cfg.PasswordHash), []byte(pw)) == nil
-}
-
-func capList() string {
-	var parts []string
-	for _, name := range []string{"echo-message", "sasl"} {
-		if v := downstreamCaps[name]; v != "" {
-			parts = append(parts, name+"="+v)
-		} else {
-			parts = append(parts, name)
-		}
-	}
-	return strings.Join(parts, " ")
+	return bcrypt.CompareHashAndPassword([]byte(s.passwordHash()), []byte(pw)) == nil
 }
 
 func (s *Server) handleRegistrationCap(dc *downstream, reg *clientRegistration, m *irc.Message, target string) {
-	reply := func(params ...string) { dc.conn.SendMessage(msg(serverName, "CAP", params...)) }
-	switch strings.ToUpper(m.Param(0)) {
-	case "LS":
+	negotiating, end, replies := capCommand(reg.caps, target, m)
+	if negotiating {
 		reg.capNegotiating = true
-		reply(target, "LS", capList())
-	case "LIST":
-		var on []string
-		for c, v := range reg.caps {
-			if v {
-				on = append(on, c)
-			}
-		}
-		reply(target, "LIST", strings.Join(on, " "))
-	case "REQ":
-		reg.capNegotiating = true
-		req := strings.Fields(m.Param(1))
-		ok := len(req) > 0
-		for _, c := range req {
-			if _, known := downstreamCaps[strings.TrimPrefix(c, "-")]; !known {
-				ok = false
-			}
-		}
-		if !ok {
-			reply(target, "NAK", m.Param(1))
-			return
-		}
-		for _, c := range req {
-			reg.caps[strings.TrimPrefix(c, "-")] = !strings.HasPrefix(c, "-")
-		}
-		reply(target, "ACK", m.Param(1))
-	case "END":
+	}
+	if end {
 		reg.capNegotiating = false
-	default:
-		dc.conn.SendMessage(msg(serverName, "410", target, m.Param(0), "Invalid CAP command"))
+	}
+	for _, r := range replies {
+		dc.conn.SendMessage(r)
 	}
 }
 
@@ -289,6 +255,7 @@ func (s *Server) handleClient(ctx context.Context, nc net.Conn) {
 		conn:   newIRCConn(nc, connOptions{queue: 8192, logger: logger}),
 		id:     id,
 		logger: logger,
+		now:    s.opts.Now,
 	}
 	user, err := s.registerDownstream(ctx, dc)
 	if err != nil {

@@ -167,7 +167,7 @@ func isCmd(cmd string) func(*irc.Message) bool {
 // serviceSays matches a *otr line containing sub.
 func serviceSays(sub string) func(*irc.Message) bool {
 	return func(m *irc.Message) bool {
-		return m.Command == "PRIVMSG" && m.Prefix.Name == serviceNick && strings.Contains(m.Trailing(), sub)
+		return (m.Command == "PRIVMSG" || m.Command == "NOTICE") && m.Prefix.Name == serviceNick && strings.Contains(m.Trailing(), sub)
 	}
 }
 

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,18 +31,38 @@ type Identity struct {
 }
 
 // TrustBook remembers peers' fingerprints and the user's trust in them.
-// Peer names are nicks case-folded with the network's case mapping.
+// Peer names are nicks case-folded with the network's case mapping. Trust
+// belongs to a fingerprint, whichever nick presents it. *keystore.Account
+// implements it; see the keystore package for the semantics of each
+// method.
 type TrustBook interface {
 	otrcore.TrustStore
-	// Seen records that peer presented fp.
-	Seen(peer string, fp [20]byte, now time.Time) error
-	// SetTrusted sets whether fp is verified; smp tells how it was.
-	SetTrusted(fp [20]byte, trusted, smp bool, now time.Time) error
+	// SeenFingerprint records that peer presented fp and reports what was
+	// known before (other keys of the nick, other nicks of the key).
+	SeenFingerprint(peer string, fp keystore.Fingerprint, now time.Time) (keystore.SeenResult, error)
+	// SetTrust sets how fp was verified (TrustNone: not verified).
+	SetTrust(fp keystore.Fingerprint, level keystore.TrustLevel, now time.Time) error
+	// Lookup returns what is known about fp.
+	Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo, bool)
+	// Forget removes every record of fp.
+	Forget(fp keystore.Fingerprint) error
+	// Fingerprints returns every known fingerprint.
+	Fingerprints() []keystore.FingerprintInfo
+}
+
+// KeyReplacer is implemented by Identities that can replace a network's
+// long-term key (the *otr genkey command). ReplaceKey generates and stores
+// a new key and returns it; it may take a while and must honour ctx.
+type KeyReplacer interface {
+	ReplaceKey(ctx context.Context, network string) (*otrcore.PrivateKey, error)
 }
 
 // MemoryIdentities keeps identities in memory only: keys are generated on
 // first use and forgotten on exit. Meant for tests and benchmarks.
 type MemoryIdentities struct {
+	// GenerateKey, when set, replaces key generation (tests).
+	GenerateKey func() (*otrcore.PrivateKey, error)
+
 	mu  sync.Mutex
 	ids map[string]*Identity
 }
@@ -53,7 +76,18 @@ func NewMemoryIdentities() *MemoryIdentities {
 func (m *MemoryIdentities) SetKey(network string, key *otrcore.PrivateKey, tag uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ids[network] = &Identity{Key: key, InstanceTag: tag, Trust: newMemoryTrust()}
+	m.ids[network] = &Identity{Key: key, InstanceTag: tag, Trust: NewMemoryTrust()}
+}
+
+func (m *MemoryIdentities) generate() (*otrcore.PrivateKey, error) {
+	if m.GenerateKey != nil {
+		return m.GenerateKey()
+	}
+	key, err := otrcore.GeneratePrivateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating OTR key: %w", err)
+	}
+	return key, nil
 }
 
 // Identity returns the network's identity, generating it on first use.
@@ -63,9 +97,9 @@ func (m *MemoryIdentities) Identity(ctx context.Context, network string) (*Ident
 	if id := m.ids[network]; id != nil {
 		return id, nil
 	}
-	key, err := otrcore.GeneratePrivateKey(rand.Reader)
+	key, err := m.generate()
 	if err != nil {
-		return nil, fmt.Errorf("generating OTR key: %w", err)
+		return nil, err
 	}
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -75,55 +109,169 @@ func (m *MemoryIdentities) Identity(ctx context.Context, network string) (*Ident
 	if tag < 0x100 {
 		tag += 0x100
 	}
-	id := &Identity{Key: key, InstanceTag: tag, Trust: newMemoryTrust()}
+	id := &Identity{Key: key, InstanceTag: tag, Trust: NewMemoryTrust()}
 	m.ids[network] = id
 	return id, nil
 }
 
-// memoryTrust is an in-memory TrustBook.
-type memoryTrust struct {
-	mu      sync.Mutex
-	trusted map[[20]byte]bool
-	known   map[string][][20]byte
+// ReplaceKey implements KeyReplacer.
+func (m *MemoryIdentities) ReplaceKey(ctx context.Context, network string) (*otrcore.PrivateKey, error) {
+	key, err := m.generate()
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id := m.ids[network]; id != nil {
+		// Identities already handed out are never modified.
+		m.ids[network] = &Identity{Key: key, InstanceTag: id.InstanceTag, Trust: id.Trust}
+	}
+	return key, nil
 }
 
-func newMemoryTrust() *memoryTrust {
-	return &memoryTrust{trusted: map[[20]byte]bool{}, known: map[string][][20]byte{}}
+// MemoryTrust is a TrustBook kept in memory (tests).
+type MemoryTrust struct {
+	mu  sync.Mutex
+	fps map[keystore.Fingerprint]*keystore.FingerprintInfo
+}
+
+// NewMemoryTrust returns an empty MemoryTrust.
+func NewMemoryTrust() *MemoryTrust {
+	return &MemoryTrust{fps: map[keystore.Fingerprint]*keystore.FingerprintInfo{}}
 }
 
 // IsTrusted implements otrcore.TrustStore.
-func (t *memoryTrust) IsTrusted(peer string, fp [20]byte) bool {
+func (t *MemoryTrust) IsTrusted(peer string, fp [20]byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.trusted[fp]
+	r := t.fps[fp]
+	return r != nil && r.Trust != keystore.TrustNone
 }
 
 // KnownFingerprints implements otrcore.TrustStore.
-func (t *memoryTrust) KnownFingerprints(peer string) [][20]byte {
+func (t *MemoryTrust) KnownFingerprints(peer string) [][20]byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([][20]byte(nil), t.known[peer]...)
-}
-
-// Seen implements TrustBook.
-func (t *memoryTrust) Seen(peer string, fp [20]byte, now time.Time) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, k := range t.known[peer] {
-		if k == fp {
-			return nil
+	type first struct {
+		fp [20]byte
+		at time.Time
+	}
+	var list []first
+	for fp, r := range t.fps {
+		for _, s := range r.Seen {
+			if s.Nick == peer {
+				list = append(list, first{fp, s.FirstSeen})
+			}
 		}
 	}
-	t.known[peer] = append(t.known[peer], fp)
+	slices.SortFunc(list, func(a, b first) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.fp[:], b.fp[:])
+	})
+	out := make([][20]byte, len(list))
+	for i, f := range list {
+		out[i] = f.fp
+	}
+	return out
+}
+
+// SeenFingerprint implements TrustBook.
+func (t *MemoryTrust) SeenFingerprint(peer string, fp keystore.Fingerprint, now time.Time) (keystore.SeenResult, error) {
+	if peer == "" {
+		return keystore.SeenResult{}, errors.New("empty peer name")
+	}
+	others := t.KnownFingerprints(peer)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.fps[fp]
+	res := keystore.SeenResult{NewFingerprint: r == nil, NewForPeer: true}
+	if r == nil {
+		r = &keystore.FingerprintInfo{Fingerprint: fp}
+		t.fps[fp] = r
+	}
+	res.Trust = r.Trust
+	for _, o := range others {
+		if o != fp {
+			res.OtherFingerprints = append(res.OtherFingerprints, o)
+		}
+	}
+	found := false
+	for i := range r.Seen {
+		if r.Seen[i].Nick == peer {
+			res.NewForPeer = false
+			r.Seen[i].LastSeen = now
+			found = true
+		} else {
+			res.OtherNicks = append(res.OtherNicks, r.Seen[i].Nick)
+		}
+	}
+	if !found {
+		r.Seen = append(r.Seen, keystore.Sighting{Nick: peer, FirstSeen: now, LastSeen: now})
+	}
+	if !res.NewForPeer {
+		res.OtherFingerprints = nil
+	}
+	slices.Sort(res.OtherNicks)
+	return res, nil
+}
+
+// SetTrust implements TrustBook.
+func (t *MemoryTrust) SetTrust(fp keystore.Fingerprint, level keystore.TrustLevel, now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.fps[fp]
+	if r == nil {
+		r = &keystore.FingerprintInfo{Fingerprint: fp}
+		t.fps[fp] = r
+	}
+	r.Trust = level
+	r.VerifiedAt = time.Time{}
+	if level != keystore.TrustNone {
+		r.VerifiedAt = now
+	}
 	return nil
 }
 
-// SetTrusted implements TrustBook.
-func (t *memoryTrust) SetTrusted(fp [20]byte, trusted, smp bool, now time.Time) error {
+// Lookup implements TrustBook.
+func (t *MemoryTrust) Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.trusted[fp] = trusted
+	r := t.fps[fp]
+	if r == nil {
+		return keystore.FingerprintInfo{}, false
+	}
+	c := *r
+	c.Seen = slices.Clone(r.Seen)
+	return c, true
+}
+
+// Forget implements TrustBook.
+func (t *MemoryTrust) Forget(fp keystore.Fingerprint) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fps[fp] == nil {
+		return fmt.Errorf("%w %s", keystore.ErrUnknownFingerprint, fp)
+	}
+	delete(t.fps, fp)
 	return nil
+}
+
+// Fingerprints implements TrustBook.
+func (t *MemoryTrust) Fingerprints() []keystore.FingerprintInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]keystore.FingerprintInfo, 0, len(t.fps))
+	for _, r := range t.fps {
+		c := *r
+		c.Seen = slices.Clone(r.Seen)
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b keystore.FingerprintInfo) int {
+		return bytes.Compare(a.Fingerprint[:], b.Fingerprint[:])
+	})
+	return out
 }
 
 // KeystoreIdentities serves identities from a keystore.Store: one keystore
@@ -138,48 +286,41 @@ func (k KeystoreIdentities) Identity(ctx context.Context, network string) (*Iden
 	if err != nil {
 		return nil, fmt.Errorf("opening OTR account %s: %w", network, err)
 	}
+	key, err := keystoreKey(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{Key: key, InstanceTag: acct.InstanceTag(), Trust: acct}, nil
+}
+
+func keystoreKey(ctx context.Context, acct *keystore.Account) (*otrcore.PrivateKey, error) {
 	dk, err := acct.PrivateKey(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("loading OTR key of %s: %w", network, err)
+		return nil, fmt.Errorf("loading OTR key of %s: %w", acct.Name(), err)
 	}
 	key, err := otrcore.NewPrivateKey(dk)
 	if err != nil {
-		return nil, fmt.Errorf("using OTR key of %s: %w", network, err)
+		return nil, fmt.Errorf("using OTR key of %s: %w", acct.Name(), err)
 	}
-	return &Identity{Key: key, InstanceTag: acct.InstanceTag(), Trust: keystoreTrust{acct}}, nil
+	return key, nil
 }
 
-// keystoreTrust adapts a keystore.Account to TrustBook.
-type keystoreTrust struct{ a *keystore.Account }
-
-// IsTrusted implements otrcore.TrustStore.
-func (t keystoreTrust) IsTrusted(peer string, fp [20]byte) bool { return t.a.IsTrusted(peer, fp) }
-
-// KnownFingerprints implements otrcore.TrustStore.
-func (t keystoreTrust) KnownFingerprints(peer string) [][20]byte {
-	return t.a.KnownFingerprints(peer)
-}
-
-// Seen implements TrustBook.
-func (t keystoreTrust) Seen(peer string, fp [20]byte, now time.Time) error {
-	_, err := t.a.SeenFingerprint(peer, fp, now)
+// ReplaceKey implements KeyReplacer: the keystore generates and stores a
+// new key for the network's account.
+func (k KeystoreIdentities) ReplaceKey(ctx context.Context, network string) (*otrcore.PrivateKey, error) {
+	acct, err := k.Store.Account(network)
 	if err != nil {
-		return fmt.Errorf("recording fingerprint: %w", err)
+		return nil, fmt.Errorf("opening OTR account %s: %w", network, err)
 	}
-	return nil
+	if _, err := acct.ReplaceKey(ctx, nil); err != nil {
+		return nil, fmt.Errorf("replacing OTR key of %s: %w", network, err)
+	}
+	return keystoreKey(ctx, acct)
 }
 
-// SetTrusted implements TrustBook.
-func (t keystoreTrust) SetTrusted(fp [20]byte, trusted, smp bool, now time.Time) error {
-	level := keystore.TrustNone
-	switch {
-	case trusted && smp:
-		level = keystore.TrustSMP
-	case trusted:
-		level = keystore.TrustManual
-	}
-	if err := t.a.SetTrust(fp, level, now); err != nil {
-		return fmt.Errorf("setting trust: %w", err)
-	}
-	return nil
-}
+var (
+	_ TrustBook   = (*keystore.Account)(nil)
+	_ TrustBook   = (*MemoryTrust)(nil)
+	_ KeyReplacer = KeystoreIdentities{}
+	_ KeyReplacer = (*MemoryIdentities)(nil)
+)

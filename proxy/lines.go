@@ -58,9 +58,10 @@ func (lr *lineReader) readLine() (string, error) {
 
 // parseLine parses one IRC line. It never panics, whatever the input
 // (irc.v4's parser indexes past the end of some malformed lines), and it
-// rejects NUL and CR inside the line.
+// rejects NUL and CR inside the line and commands that are neither a word
+// nor a three-digit numeric.
 func parseLine(line string) (msg *irc.Message, err error) {
-	line = strings.TrimRight(line, "\r\n")
+	line = strings.TrimLeft(strings.TrimRight(line, "\r\n"), " ")
 	if line == "" {
 		return nil, irc.ErrZeroLengthMessage
 	}
@@ -96,10 +97,30 @@ func parseLine(line string) (msg *irc.Message, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing line: %w", err)
 	}
+	if !validCommand(msg.Command) {
+		return nil, fmt.Errorf("irc: invalid command %q", msg.Command)
+	}
 	if msg.Prefix == nil {
 		msg.Prefix = &irc.Prefix{}
 	}
 	return msg, nil
+}
+
+// validCommand reports whether cmd is a command name (letters) or a
+// three-digit numeric.
+func validCommand(cmd string) bool {
+	if cmd == "" || len(cmd) > 32 {
+		return false
+	}
+	if len(cmd) == 3 && isDigit(cmd[0]) && isDigit(cmd[1]) && isDigit(cmd[2]) {
+		return true
+	}
+	for i := 0; i < len(cmd); i++ {
+		if !(cmd[i] >= 'a' && cmd[i] <= 'z' || cmd[i] >= 'A' && cmd[i] <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // formatMessage encodes m for the wire, without CRLF. Parameters that

@@ -80,11 +80,39 @@ type network struct {
 	downstreams []*downstream
 	names       []namesRequest
 	selfWho     int
-	backlog     []string
+	backlog     []backlogEntry // *otr events while no client is attached
+	lostEvents  int            // ... and how many did not fit
 	detached    []*irc.Message // private messages while no client is attached
 	lostPrivate int            // ... and how many did not fit
 	otr         *otrState
 	services    []serviceCommand
+	upCaps      map[string]bool          // capabilities the network acknowledged
+	batches     map[string]upstreamBatch // open upstream batches by reference
+	skew        time.Duration            // our clock minus the network's
+	resp        *response                // the labeled command being answered
+	batchSeq    uint64
+	genkey      genkeyState
+
+	// stateDir holds the settings file; saved is what it holds.
+	stateDir string
+	saved    *savedState
+	// ctx is cancelled when the network stops (background work posts
+	// back through it).
+	ctx context.Context
+}
+
+// backlogEntry is a *otr event kept for the next client.
+type backlogEntry struct {
+	at   time.Time
+	text string
+}
+
+// response collects what a labeled client command produces for that
+// client, so that it can be sent with the label (labeled-response).
+type response struct {
+	dc    *downstream
+	label string
+	msgs  []*irc.Message
 }
 
 type channel struct {
@@ -108,7 +136,17 @@ func newNetwork(s *Server, cfg NetworkConfig) (*network, error) {
 		nick:      cfg.Nick,
 		chantypes: "#&",
 		channels:  map[string]*channel{},
+		stateDir:  s.opts.StateDir,
+		ctx:       context.Background(),
 	}
+	if n.stateDir == "" {
+		n.stateDir = s.cfg.StateDir
+	}
+	saved, err := loadSettings(n.stateDir, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("network %s: %w", cfg.Name, err)
+	}
+	n.saved = saved
 	for _, c := range cfg.Channels {
 		n.channels[n.casemap.fold(c)] = &channel{name: c}
 	}
@@ -155,6 +193,7 @@ func (n *network) now() time.Time { return n.srv.opts.Now() }
 // of the network.
 func (n *network) run(ctx context.Context) {
 	defer close(n.stopped)
+	n.ctx = ctx
 	connCtx, cancelConn := context.WithCancel(context.Background())
 	connDone := make(chan struct{})
 	go func() {
@@ -326,6 +365,14 @@ func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
 	n.nick = reg.nick
 	n.user, n.host = reg.user, reg.host
 	n.welcome = reg.welcome
+	n.upCaps = reg.caps
+	n.batches = nil
+	if len(reg.welcome) > 0 {
+		n.noteServerTime(reg.welcome[0].Tags)
+		for _, m := range reg.welcome {
+			m.Tags = upstreamTags(m.Tags)
+		}
+	}
 	n.isupport = nil
 	n.names = nil
 	var joins []string
@@ -339,7 +386,7 @@ func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
 	uc.Send(formatMessage(msg("", "WHO", n.nick)))
 	for _, dc := range n.downstreams {
 		if dc.nick != n.nick {
-			dc.send(msg(dc.nick, "NICK", n.nick))
+			n.sendTo(dc, msg(dc.nick, "NICK", n.nick))
 			dc.nick = n.nick
 		}
 	}
@@ -371,7 +418,12 @@ func joinLines(chans []string) []string {
 }
 
 func (n *network) handleUpstream(m *irc.Message) {
-	m.Tags = irc.Tags{}
+	raw := m.Tags
+	m.Tags = upstreamTags(raw)
+	if n.casemap.fold(m.Prefix.Name) == serviceNick ||
+		(m.Command == "NICK" && n.casemap.fold(m.Param(0)) == serviceNick) {
+		return // nobody may speak, or appear, as our service
+	}
 	switch m.Command {
 	case "PING":
 		n.up.sendPriority(formatMessage(msg("", "PONG", m.Params...)))
@@ -381,7 +433,13 @@ func (n *network) handleUpstream(m *irc.Message) {
 		// that they do not take it for the end of their own connection.
 		n.logger.Info("upstream sent ERROR", "text", m.Trailing())
 		return
-	case "PONG", "CAP", "AUTHENTICATE", "CHGHOST":
+	case "BATCH":
+		n.onUpstreamBatch(&irc.Message{Tags: raw, Prefix: m.Prefix, Command: m.Command, Params: m.Params})
+		return
+	case "PONG":
+		n.noteServerTime(raw)
+		return
+	case "CAP", "AUTHENTICATE", "CHGHOST":
 		if m.Command == "CHGHOST" && n.isSelf(m.Prefix.Name) && len(m.Params) >= 2 {
 			n.user, n.host = m.Params[0], m.Params[1]
 		}
@@ -431,11 +489,14 @@ func (n *network) handleUpstream(m *irc.Message) {
 		if n.isSelf(m.Prefix.Name) {
 			n.nick = m.Param(0)
 			for _, dc := range n.downstreams {
-				dc.send(m)
+				n.sendTo(dc, m)
 				dc.nick = n.nick
 			}
 			return
 		}
+		n.broadcast(m)
+		n.otrNickChange(m.Prefix.Name, m.Param(0))
+		return
 	case "JOIN":
 		if n.isSelf(m.Prefix.Name) {
 			if m.Prefix.User != "" && m.Prefix.Host != "" {
@@ -472,7 +533,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 		for i, r := range n.names {
 			if r.channel == key {
 				if n.hasDownstream(r.dc) {
-					r.dc.send(n.retarget(m, r.dc))
+					n.sendTo(r.dc, n.retarget(m, r.dc))
 				}
 				if m.Command == "366" {
 					n.names = append(n.names[:i], n.names[i+1:]...)
@@ -481,8 +542,12 @@ func (n *network) handleUpstream(m *irc.Message) {
 			}
 		}
 	case "PRIVMSG", "NOTICE":
-		n.handleUpstreamText(m)
+		n.handleUpstreamText(m, n.isHistory(raw))
 		return
+	case "TAGMSG":
+		if n.casemap.fold(m.Param(0)) == serviceNick {
+			return
+		}
 	}
 	n.broadcast(m)
 }
@@ -511,8 +576,9 @@ func (n *network) parseISupport(m *irc.Message) {
 	}
 }
 
-// handleUpstreamText routes PRIVMSG and NOTICE from the network.
-func (n *network) handleUpstreamText(m *irc.Message) {
+// handleUpstreamText routes PRIVMSG and NOTICE from the network; history
+// (see history.go) never reaches the engine.
+func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 	if len(m.Params) < 2 {
 		n.broadcast(m)
 		return
@@ -520,8 +586,8 @@ func (n *network) handleUpstreamText(m *irc.Message) {
 	src := m.Prefix.Name
 	target, text := m.Params[0], m.Params[1]
 	switch {
-	case n.casemap.fold(src) == serviceNick:
-		return // nobody may speak as our service
+	case n.casemap.fold(target) == serviceNick:
+		return // only clients talk to our service
 	case src == "" || (m.Prefix.User == "" && m.Prefix.Host == "" && strings.Contains(src, ".")):
 		n.broadcast(m) // from a server
 		return
@@ -539,6 +605,12 @@ func (n *network) handleUpstreamText(m *irc.Message) {
 	case m.Command == "NOTICE":
 		n.broadcast(m) // notices are not OTR traffic; they pass in clear
 		return
+	case n.ignoredBy(src) != "":
+		n.broadcast(m) // otrbnc leaves ignored nicks alone
+		return
+	case history:
+		n.handleHistoryText(m)
+		return
 	}
 	if cmd, _, ok := parseCTCP(text); ok {
 		if cmd == "ACTION" {
@@ -548,7 +620,7 @@ func (n *network) handleUpstreamText(m *irc.Message) {
 		}
 		return
 	}
-	n.otrReceive(m.Prefix, text)
+	n.otrReceive(m.Prefix, text, m.Tags)
 }
 
 func (n *network) hasDownstream(dc *downstream) bool {
@@ -570,8 +642,19 @@ func (n *network) retarget(m *irc.Message, dc *downstream) *irc.Message {
 	return m
 }
 
+// sendTo sends messages to one client, or adds them to the labeled
+// response being built for that client.
+func (n *network) sendTo(dc *downstream, ms ...*irc.Message) {
+	if r := n.resp; r != nil && r.dc == dc {
+		r.msgs = append(r.msgs, ms...)
+		return
+	}
+	dc.send(ms...)
+}
+
 // broadcast sends m to every attached client. With none attached,
-// private messages are kept in memory for the next client.
+// private messages are kept in memory for the next client, stamped with
+// the time they arrived when the network did not say.
 func (n *network) broadcast(m *irc.Message) {
 	if len(n.downstreams) == 0 {
 		if (m.Command == "PRIVMSG" || m.Command == "NOTICE") && n.isSelf(m.Param(0)) {
@@ -579,19 +662,33 @@ func (n *network) broadcast(m *irc.Message) {
 				n.detached = n.detached[1:]
 				n.lostPrivate++
 			}
+			if m.Tags["time"] == "" {
+				m = m.Copy()
+				m.Tags["time"] = formatServerTime(n.now())
+			}
 			n.detached = append(n.detached, m)
 		}
 		return
 	}
 	for _, dc := range n.downstreams {
-		dc.send(n.retarget(m, dc))
+		n.sendTo(dc, n.retarget(m, dc))
 	}
+}
+
+// serviceMsg is one line from *otr to dc, as PRIVMSG or NOTICE per the
+// notify setting.
+func (n *network) serviceMsg(dc *downstream, line string) *irc.Message {
+	cmd := "PRIVMSG"
+	if n.setting("notify") == "notice" {
+		cmd = "NOTICE"
+	}
+	return msg(servicePrefix, cmd, dc.nick, line)
 }
 
 // notify sends a service line to one client.
 func (n *network) notify(dc *downstream, text string) {
 	for _, line := range splitText(text, 400) {
-		dc.send(msg(servicePrefix, "PRIVMSG", dc.nick, line))
+		n.sendTo(dc, n.serviceMsg(dc, line))
 	}
 }
 
@@ -599,8 +696,9 @@ func (n *network) notify(dc *downstream, text string) {
 // next one when none is attached.
 func (n *network) notifyAll(text string) {
 	if len(n.downstreams) == 0 {
-		n.backlog = append(n.backlog, text)
+		n.backlog = append(n.backlog, backlogEntry{at: n.now(), text: text})
 		if len(n.backlog) > maxBacklog {
+			n.lostEvents += len(n.backlog) - maxBacklog
 			n.backlog = n.backlog[len(n.backlog)-maxBacklog:]
 		}
 		return
@@ -612,6 +710,38 @@ func (n *network) notifyAll(text string) {
 
 // notifyPeer prefixes a service line with the peer it is about.
 func (n *network) notifyPeer(peer, text string) { n.notifyAll("[" + peer + "] " + text) }
+
+// replay sends a kept message to dc: with its time tag for clients with
+// server-time, otherwise with the time written before the text.
+func (n *network) replay(dc *downstream, m *irc.Message) {
+	if dc.hasCap("server-time") || len(m.Params) < 2 || (m.Command != "PRIVMSG" && m.Command != "NOTICE") {
+		n.sendTo(dc, m)
+		return
+	}
+	t, ok := parseServerTime(m.Tags["time"])
+	if !ok {
+		n.sendTo(dc, m)
+		return
+	}
+	c := m.Copy()
+	stamp := "[" + replayStamp(t, n.now()) + "] "
+	if cmd, body, isCTCP := parseCTCP(c.Params[1]); isCTCP && cmd == "ACTION" {
+		c.Params[1] = ctcpAction(stamp + body)
+	} else {
+		c.Params[1] = stamp + c.Params[1]
+	}
+	n.sendTo(dc, c)
+}
+
+// replayStamp formats t for a client without server-time: the time of
+// day, with the date when it is not today.
+func replayStamp(t, now time.Time) string {
+	t, now = t.Local(), now.Local()
+	if t.Year() == now.Year() && t.YearDay() == now.YearDay() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
 
 // attach welcomes a newly registered client.
 func (n *network) attach(dc *downstream) {
@@ -653,10 +783,17 @@ func (n *network) attach(dc *downstream) {
 	} else {
 		n.notify(dc, fmt.Sprintf("%s is not connected yet; otrbnc keeps trying", n.cfg.Name))
 	}
-	for _, line := range n.backlog {
-		n.notify(dc, line)
+	if n.lostEvents > 0 {
+		n.notify(dc, fmt.Sprintf("%d older *otr message(s) did not fit in memory and are lost", n.lostEvents))
 	}
-	n.backlog = nil
+	for _, e := range n.backlog {
+		for _, line := range splitText(e.text, 400) {
+			m := n.serviceMsg(dc, line)
+			m.Tags["time"] = formatServerTime(e.at)
+			n.replay(dc, m)
+		}
+	}
+	n.backlog, n.lostEvents = nil, 0
 	if len(n.detached) > 0 {
 		note := fmt.Sprintf("%d private message(s) arrived while no client was attached:", len(n.detached))
 		if n.lostPrivate > 0 {
@@ -664,7 +801,7 @@ func (n *network) attach(dc *downstream) {
 		}
 		n.notify(dc, note)
 		for _, m := range n.detached {
-			dc.send(n.retarget(m, dc))
+			n.replay(dc, n.retarget(m, dc))
 		}
 		n.detached, n.lostPrivate = nil, 0
 	}
@@ -687,21 +824,37 @@ func (n *network) detach(dc *downstream) {
 	n.names = kept
 }
 
+// handleDownstream handles one message from an attached client. A label
+// is answered by otrbnc for what it handles itself (*otr, private
+// messages, PING, CAP); commands passed to the network lose it, since the
+// network's replies cannot be matched to them.
 func (n *network) handleDownstream(dc *downstream, m *irc.Message) {
+	label := m.Tags["label"]
+	ctags := clientOnlyTags(m.Tags)
 	m.Tags = irc.Tags{}
 	m.Prefix = &irc.Prefix{}
 	switch m.Command {
+	case "PING", "CAP", "PRIVMSG", "NOTICE", "TAGMSG", "PASS", "USER", "AUTHENTICATE":
+		if label != "" && dc.hasCap("labeled-response") && len(label) <= 64 {
+			n.resp = &response{dc: dc, label: label}
+			defer n.finishResponse()
+		}
+	}
+	switch m.Command {
 	case "PING":
-		dc.send(msg(serverName, "PONG", serverName, m.Param(0)))
+		n.sendTo(dc, msg(serverName, "PONG", serverName, m.Param(0)))
 	case "PONG":
 	case "QUIT":
 		dc.conn.Close()
 	case "PASS", "USER", "AUTHENTICATE":
-		dc.send(msg(serverName, "462", dc.nick, "You may not reregister"))
+		n.sendTo(dc, msg(serverName, "462", dc.nick, "You may not reregister"))
 	case "CAP":
-		n.handleClientCap(dc, m)
+		_, _, replies := capCommand(dc.caps, dc.nick, m)
+		n.sendTo(dc, replies...)
 	case "PRIVMSG", "NOTICE":
-		n.handleClientText(dc, m)
+		n.handleClientText(dc, m, ctags)
+	case "TAGMSG":
+		n.handleClientTagmsg(dc, m, ctags)
 	default:
 		if n.up == nil {
 			n.notify(dc, fmt.Sprintf("%s is not connected; %s not sent", n.cfg.Name, m.Command))
@@ -713,42 +866,51 @@ func (n *network) handleDownstream(dc *downstream, m *irc.Message) {
 	}
 }
 
-func (n *network) handleClientCap(dc *downstream, m *irc.Message) {
-	switch strings.ToUpper(m.Param(0)) {
-	case "LS":
-		dc.send(msg(serverName, "CAP", dc.nick, "LS", capList()))
-	case "LIST":
-		var on []string
-		for c, v := range dc.caps {
-			if v {
-				on = append(on, c)
-			}
+// finishResponse sends the labeled response collected for a command:
+// ACK when it produced nothing, the one message with the label, or a
+// labeled-response batch.
+func (n *network) finishResponse() {
+	r := n.resp
+	n.resp = nil
+	if r == nil {
+		return
+	}
+	switch {
+	case len(r.msgs) == 0:
+		ack := msg(serverName, "ACK")
+		ack.Tags["label"] = r.label
+		r.dc.send(ack)
+	case len(r.msgs) == 1:
+		c := r.msgs[0].Copy()
+		c.Tags["label"] = r.label
+		r.dc.send(c)
+	case r.dc.hasCap("batch"):
+		n.batchSeq++
+		ref := fmt.Sprintf("otrbnc%d", n.batchSeq)
+		start := msg(serverName, "BATCH", "+"+ref, "labeled-response")
+		start.Tags["label"] = r.label
+		out := []*irc.Message{start}
+		for _, m := range r.msgs {
+			c := m.Copy()
+			c.Tags["batch"] = ref
+			out = append(out, c)
 		}
-		dc.send(msg(serverName, "CAP", dc.nick, "LIST", strings.Join(on, " ")))
-	case "REQ":
-		req := strings.Fields(m.Param(1))
-		for _, c := range req {
-			if strings.TrimPrefix(c, "-") != "echo-message" {
-				dc.send(msg(serverName, "CAP", dc.nick, "NAK", m.Param(1)))
-				return
-			}
-		}
-		for _, c := range req {
-			dc.caps[strings.TrimPrefix(c, "-")] = !strings.HasPrefix(c, "-")
-		}
-		dc.send(msg(serverName, "CAP", dc.nick, "ACK", m.Param(1)))
+		out = append(out, msg(serverName, "BATCH", "-"+ref))
+		r.dc.send(out...)
+	default:
+		r.dc.send(r.msgs...)
 	}
 }
 
 // handleClientText routes a client's PRIVMSG or NOTICE: to the service,
 // in clear to channels, NOTICE and non-ACTION CTCP, and through OTR for
-// private messages.
-func (n *network) handleClientText(dc *downstream, m *irc.Message) {
+// private messages. ctags are the client-only tags the client sent.
+func (n *network) handleClientText(dc *downstream, m *irc.Message, ctags irc.Tags) {
 	if len(m.Params) < 2 || m.Params[1] == "" {
 		if len(m.Params) == 0 {
-			dc.send(msg(serverName, "411", dc.nick, "No recipient given ("+m.Command+")"))
+			n.sendTo(dc, msg(serverName, "411", dc.nick, "No recipient given ("+m.Command+")"))
 		} else {
-			dc.send(msg(serverName, "412", dc.nick, "No text to send"))
+			n.sendTo(dc, msg(serverName, "412", dc.nick, "No text to send"))
 		}
 		return
 	}
@@ -768,32 +930,74 @@ func (n *network) handleClientText(dc *downstream, m *irc.Message) {
 			continue
 		}
 		cmd, _, isCTCP := parseCTCP(text)
-		if isChannel(target, n.chantypes) || m.Command == "NOTICE" || (isCTCP && cmd != "ACTION") {
-			if !n.up.SendMessage(msg("", m.Command, target, text)) {
+		if isChannel(target, n.chantypes) || m.Command == "NOTICE" || (isCTCP && cmd != "ACTION") || n.ignoredBy(target) != "" {
+			out := msg("", m.Command, target, text)
+			out.Tags = n.tagsUpstream(ctags)
+			if !n.up.SendMessage(out) {
 				n.notify(dc, fmt.Sprintf("the send queue to %s is full; your message to %s was NOT sent", n.cfg.Name, target))
 				continue
 			}
-			n.echo(dc, m.Command, target, text)
+			n.echo(dc, m.Command, target, text, ctags)
 			continue
 		}
-		n.otrSend(dc, target, text)
+		n.otrSend(dc, target, text, ctags)
 	}
+}
+
+// handleClientTagmsg forwards a TAGMSG (typing notifications, reactions)
+// unless it goes to a peer whose messages are encrypted and client_tags
+// is strip: the tags would travel in clear.
+func (n *network) handleClientTagmsg(dc *downstream, m *irc.Message, ctags irc.Tags) {
+	target := m.Param(0)
+	if target == "" || len(ctags) == 0 || n.casemap.fold(target) == serviceNick {
+		return
+	}
+	if n.up == nil || !n.upCaps["message-tags"] {
+		return
+	}
+	if !isChannel(target, n.chantypes) && n.encryptsTo(target) && n.setting("client_tags") == "strip" {
+		return
+	}
+	out := msg("", "TAGMSG", target)
+	out.Tags = ctags
+	if n.up.SendMessage(out) {
+		n.echo(dc, "TAGMSG", target, "", ctags)
+	}
+}
+
+// tagsUpstream returns the client-only tags that may go to the network
+// (only when it negotiated message-tags).
+func (n *network) tagsUpstream(ctags irc.Tags) irc.Tags {
+	if len(ctags) == 0 || !n.upCaps["message-tags"] {
+		return irc.Tags{}
+	}
+	return ctags.Copy()
 }
 
 // echo mirrors what dc sent, as plaintext, to the other clients and to dc
 // itself when it negotiated echo-message.
-func (n *network) echo(from *downstream, cmd, target, text string) {
+func (n *network) echo(from *downstream, cmd, target, text string, ctags irc.Tags) {
 	for _, dc := range n.downstreams {
 		if dc != from || from.hasCap("echo-message") {
-			dc.send(msg(n.selfPrefix(), cmd, target, text))
+			var m *irc.Message
+			if cmd == "TAGMSG" {
+				m = msg(n.selfPrefix(), cmd, target)
+			} else {
+				m = msg(n.selfPrefix(), cmd, target, text)
+			}
+			for k, v := range ctags {
+				m.Tags[k] = v
+			}
+			n.sendTo(dc, m)
 		}
 	}
 }
 
 // deliver sends text from a peer to every client (or keeps it for the
 // next one), split to fit client lines; action wraps each piece as CTCP
-// ACTION.
-func (n *network) deliver(from *irc.Prefix, text string, action bool) {
+// ACTION. tags (time, msgid, …) go on the first piece; later pieces keep
+// only the time.
+func (n *network) deliver(from *irc.Prefix, text string, action bool, tags irc.Tags) {
 	prefix := from.String()
 	// ":" prefix " PRIVMSG " nick " :" text CRLF, plus CTCP wrapping. The
 	// nick budget is the longest nick the network allows us.
@@ -801,11 +1005,19 @@ func (n *network) deliver(from *irc.Prefix, text string, action bool) {
 	if action {
 		room -= len("\x01ACTION \x01")
 	}
-	for _, piece := range splitText(text, room) {
+	for i, piece := range splitText(text, room) {
 		if action {
 			piece = ctcpAction(piece)
 		}
-		n.broadcast(msg(prefix, "PRIVMSG", n.nick, piece))
+		m := msg(prefix, "PRIVMSG", n.nick, piece)
+		if i == 0 {
+			for k, v := range tags {
+				m.Tags[k] = v
+			}
+		} else if t := tags["time"]; t != "" {
+			m.Tags["time"] = t
+		}
+		n.broadcast(m)
 	}
 }
 

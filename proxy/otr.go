@@ -2,14 +2,15 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/irc.v4"
 
+	"otrbnc/keystore"
 	"otrbnc/otrcore"
 )
 
@@ -33,6 +34,9 @@ type otrPeer struct {
 	nick   string // as last seen or typed
 	prefix *irc.Prefix
 	conv   *otrcore.Conversation
+	// fragTags are the tags of the first fragment of the message being
+	// reassembled; the whole message is shown with them.
+	fragTags irc.Tags
 }
 
 func newOTRState(n *network) (*otrState, error) {
@@ -80,19 +84,26 @@ func (o *otrState) refold(cm casemapping) {
 	o.policies = pols
 }
 
-func (n *network) policyFor(key string) otrcore.Policy {
-	if p, ok := n.otr.policies[key]; ok {
-		return p
-	}
-	return n.otr.policy
-}
-
 // fragSize is the OTR fragment size for messages to nick.
 func (n *network) fragSize(nick string) int {
-	if n.cfg.FragmentSize > 0 {
-		return n.cfg.FragmentSize
+	if k, err := strconv.Atoi(n.setting("fragment_size")); err == nil && k > 0 {
+		return k
 	}
 	return fragmentSize(n.nick, n.user, n.host, nick)
+}
+
+// encryptsTo reports whether a private message to nick would travel
+// encrypted (or wait for encryption) rather than in clear.
+func (n *network) encryptsTo(nick string) bool {
+	if n.ignoredBy(nick) != "" {
+		return false
+	}
+	if p := n.lookupPeer(nick); p != nil {
+		if st := p.conv.Status(); st.State != otrcore.StatePlaintext || peerEncrypted(st) {
+			return true
+		}
+	}
+	return n.effectivePolicy(nick)&otrcore.RequireEncryption != 0
 }
 
 // peer returns (creating) the conversation with nick.
@@ -105,7 +116,7 @@ func (n *network) peer(nick string) *otrPeer {
 		}
 		p = &otrPeer{key: key, nick: nick}
 		p.conv = otrcore.NewConversation(n.otr.acct, key, otrcore.Options{
-			Policy:         n.policyFor(key),
+			Policy:         n.effectivePolicy(nick),
 			MaxMessageSize: n.fragSize(nick),
 			QueryText:      n.nick + " has requested an Off-the-Record private conversation, but your client does not seem to support OTR.",
 		})
@@ -116,6 +127,7 @@ func (n *network) peer(nick string) *otrPeer {
 		p.prefix = &irc.Prefix{Name: nick}
 	}
 	p.conv.SetMaxMessageSize(n.fragSize(nick))
+	p.conv.SetPolicy(n.effectivePolicy(nick))
 	return p
 }
 
@@ -135,17 +147,38 @@ func (n *network) evictPeer() {
 	}
 }
 
-// lookupPeer finds an existing conversation.
-func (n *network) lookupPeer(nick string) *otrPeer { return n.otr.peers[n.casemap.fold(nick)] }
+// lookupPeer finds an existing conversation. Like peer, it brings the
+// conversation's policy up to date: policies depend on settings, the
+// ignore list, the trust book and the configuration (which Reload
+// changes), so they are recomputed whenever a conversation is used.
+func (n *network) lookupPeer(nick string) *otrPeer {
+	p := n.otr.peers[n.casemap.fold(nick)]
+	if p != nil {
+		p.conv.SetPolicy(n.effectivePolicy(p.nick))
+	}
+	return p
+}
+
+// policyFor is the policy a conversation with nick runs under.
+func (n *network) policyFor(nick string) otrcore.Policy { return n.effectivePolicy(nick) }
 
 // applyResult sends what the engine produced, one batch per OTR message,
 // then reports its events. It returns the first send error.
 func (n *network) applyResult(p *otrPeer, res otrcore.Result) error {
+	return n.applyResultTags(p, res, nil)
+}
+
+// applyResultTags is applyResult with tags for the very first line.
+func (n *network) applyResultTags(p *otrPeer, res otrcore.Result, tags irc.Tags) error {
 	var sendErr error
-	for _, frags := range res.Send {
+	for b, frags := range res.Send {
 		lines := make([]string, len(frags))
 		for i, f := range frags {
-			lines[i] = formatMessage(msg("", "PRIVMSG", p.nick, f))
+			m := msg("", "PRIVMSG", p.nick, f)
+			if b == 0 && i == 0 && len(tags) > 0 {
+				m.Tags = tags
+			}
+			lines[i] = formatMessage(m)
 		}
 		if err := n.sendUpstreamBatch(lines); err != nil && sendErr == nil {
 			sendErr = err
@@ -169,25 +202,33 @@ func hasEvent(res otrcore.Result, k otrcore.EventKind) bool {
 	return false
 }
 
-// otrSend handles a private PRIVMSG typed by a client.
-func (n *network) otrSend(dc *downstream, target, text string) {
+// otrSend handles a private PRIVMSG typed by a client. ctags are the
+// client-only tags it carried: they go along in clear only when the
+// message does, or when client_tags is pass (on the first line).
+func (n *network) otrSend(dc *downstream, target, text string, ctags irc.Tags) {
 	p := n.peer(target)
 	plaintext := text
 	if a, ok := actionToOTR(text); ok {
 		st := p.conv.Status()
 		if st.State == otrcore.StatePlaintext && p.conv.Policy()&otrcore.RequireEncryption == 0 {
 			// No session and none required: an action stays a CTCP ACTION.
-			if err := n.sendUpstreamBatch([]string{formatMessage(msg("", "PRIVMSG", target, text))}); err != nil {
+			m := msg("", "PRIVMSG", target, text)
+			m.Tags = n.tagsUpstream(ctags)
+			if err := n.sendUpstreamBatch([]string{formatMessage(m)}); err != nil {
 				n.notify(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", target, err))
 				return
 			}
-			n.echo(dc, "PRIVMSG", target, text)
+			n.echo(dc, "PRIVMSG", target, text, ctags)
 			return
 		}
 		plaintext = a
 	}
+	tags := n.tagsUpstream(ctags)
+	if n.encryptsTo(target) && n.setting("client_tags") != "pass" {
+		tags = nil
+	}
 	res, err := p.conv.Send(n.now(), plaintext)
-	sendErr := n.applyResult(p, res)
+	sendErr := n.applyResultTags(p, res, tags)
 	switch {
 	case err != nil:
 		if !hasEvent(res, otrcore.EventMessageRefused) {
@@ -197,13 +238,22 @@ func (n *network) otrSend(dc *downstream, target, text string) {
 	case hasEvent(res, otrcore.EventMessageRefused) || sendErr != nil:
 		return
 	}
-	n.echo(dc, "PRIVMSG", target, text)
+	n.echo(dc, "PRIVMSG", target, text, ctags)
 }
 
-// otrReceive handles a private PRIVMSG (not CTCP) from a peer.
-func (n *network) otrReceive(from *irc.Prefix, text string) {
+// otrReceive handles a private PRIVMSG (not CTCP) from a peer; tags are
+// the network's tags of the line.
+func (n *network) otrReceive(from *irc.Prefix, text string, tags irc.Tags) {
 	p := n.peer(from.Name)
 	p.prefix = from.Copy()
+	if k, count, ok := fragmentIndex(text); ok {
+		if k == 1 {
+			p.fragTags = tags
+		}
+		if k == count && p.fragTags != nil {
+			tags, p.fragTags = p.fragTags, nil
+		}
+	}
 	res, err := p.conv.Receive(n.now(), text)
 	if err != nil {
 		n.logger.Debug("OTR receive error", "err", err)
@@ -212,11 +262,11 @@ func (n *network) otrReceive(from *irc.Prefix, text string) {
 		switch {
 		case res.Encrypted:
 			body, action := fromOTRText(res.Text)
-			n.deliver(p.prefix, body, action)
+			n.deliver(p.prefix, body, action, tags)
 		case hasEvent(res, otrcore.EventPlaintextInSession):
-			n.deliver(p.prefix, n.cfg.PlaintextMarker+" "+neutralize(res.Text), false)
+			n.deliver(p.prefix, n.marker()+" "+neutralize(res.Text), false, tags)
 		default:
-			n.deliver(p.prefix, res.Text, false)
+			n.deliver(p.prefix, res.Text, false, tags)
 		}
 	}
 	n.applyResult(p, res)
@@ -232,8 +282,8 @@ func (n *network) otrReceiveClearAction(m *irc.Message) {
 	}
 	p.prefix = m.Prefix.Copy()
 	_, body, _ := parseCTCP(m.Params[1])
-	n.deliver(p.prefix, n.cfg.PlaintextMarker+" "+neutralize(body), true)
-	n.notifyPeer(p.nick, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.cfg.PlaintextMarker))
+	n.deliver(p.prefix, n.marker()+" "+neutralize(body), true, m.Tags)
+	n.notifyPeer(p.nick, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
 }
 
 // otrTick drives the engine's timers (heartbeats, AKE expiry).
@@ -333,20 +383,22 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	switch ev.Kind {
 	case otrcore.EventGoneSecure:
 		if ev.Refresh {
-			n.notifyPeer(nick, "private conversation refreshed")
+			n.notifyPeer(nick, "private conversation refreshed (new session keys)")
 			return
 		}
 		n.notifyPeer(nick, fmt.Sprintf("private conversation with %s started (OTRv%d, %s). Their fingerprint: %s. Session id: %s",
 			nick, ev.Version, trustWord(ev.Trusted), ev.Fingerprint, otrcore.SSIDString(ev.SSID, ev.WeSentRevealSig)))
 		if !ev.Trusted {
-			n.notifyPeer(nick, fmt.Sprintf("verify it with a secret only you two know: /msg *otr auth %s <secret> — or compare fingerprints out of band and run: /msg *otr trust %s <fingerprint>", nick, nick))
+			n.notifyPeer(nick, fmt.Sprintf("%s is not verified. Verify with a secret only you two know: /msg *otr auth %s <secret> — or compare fingerprints out of band (yours: %s, theirs: %s) and run: /msg *otr trust %s %s",
+				nick, nick, n.otr.id.Key.Fingerprint(), ev.Fingerprint, nick, ev.Fingerprint))
 		}
+		n.refreshPolicies() // "policy known" may now apply
 	case otrcore.EventGoneInsecure:
 		n.notifyPeer(nick, "private conversation ended; messages now go in clear")
 	case otrcore.EventPeerFinished:
 		n.notifyPeer(nick, fmt.Sprintf("%s ended the private conversation. Your messages to them are now refused: run /msg *otr finish %s to talk in clear, or /msg *otr start %s to start again", nick, nick, nick))
 	case otrcore.EventPlaintextInSession:
-		n.notifyPeer(nick, fmt.Sprintf("the message from %s marked %q was NOT encrypted, although your private conversation is", nick, n.cfg.PlaintextMarker))
+		n.notifyPeer(nick, fmt.Sprintf("the message from %s marked %q was NOT encrypted, although your private conversation is", nick, n.marker()))
 	case otrcore.EventUnreadable:
 		n.notifyPeer(nick, fmt.Sprintf("an encrypted message from %s could not be read", nick))
 	case otrcore.EventMalformed:
@@ -363,12 +415,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventMessageRefused:
 		n.notifyPeer(nick, fmt.Sprintf("your message was NOT sent: %s", errText(ev.Err)))
 	case otrcore.EventNewFingerprint:
-		if n.otr.id.Trust != nil {
-			if err := n.otr.id.Trust.Seen(p.key, ev.Fingerprint, now); err != nil {
-				n.logger.Error("could not record a fingerprint", "err", err)
-			}
-		}
-		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, ev.Fingerprint))
+		n.newFingerprint(p, ev.Fingerprint, now)
 	case otrcore.EventPeerError:
 		n.notifyPeer(nick, fmt.Sprintf("OTR error from %s: %s", nick, neutralize(ev.Message)))
 	case otrcore.EventProtocolError:
@@ -377,21 +424,119 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 		n.notifyPeer(nick, smpPrompt(nick, ev.Question, ev.HasQuestion))
 	case otrcore.EventSMPSucceeded:
 		if ev.Verified && n.otr.id.Trust != nil {
-			if err := n.otr.id.Trust.SetTrusted(ev.Fingerprint, true, true, now); err != nil {
+			if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(ev.Fingerprint), keystore.TrustSMP, now); err != nil {
 				n.logger.Error("could not record trust", "err", err)
+				n.notifyPeer(nick, fmt.Sprintf("identity verified, but the trust could not be saved: %v", err))
+				return
 			}
-			n.notifyPeer(nick, fmt.Sprintf("identity verified: fingerprint %s is now trusted", ev.Fingerprint))
+			n.notifyPeer(nick, fmt.Sprintf("identity verified: fingerprint %s of %s is now trusted", ev.Fingerprint, nick))
+			n.refreshPolicies()
 		} else {
-			n.notifyPeer(nick, fmt.Sprintf("%s verified your identity; verify theirs too with /msg *otr auth %s <secret>", nick, nick))
+			n.notifyPeer(nick, fmt.Sprintf("%s verified your identity (they asked a question only you could answer). That does not verify them: ask your own with /msg *otr authq %s \"<question>\" <answer>", nick, nick))
 		}
 	case otrcore.EventSMPFailed:
-		n.notifyPeer(nick, "identity verification FAILED: the secrets differ")
+		n.notifyPeer(nick, "identity verification FAILED: the secrets differ"+n.trustKept(ev.Fingerprint))
 	case otrcore.EventSMPAborted:
 		n.notifyPeer(nick, "identity verification aborted")
 	case otrcore.EventSMPCheated:
-		n.notifyPeer(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err)))
+		n.notifyPeer(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
 		n.notifyPeer(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.conv.Policy(), nick))
+	}
+}
+
+// trustKept explains, after a failed verification, that an earlier
+// verification of fp still stands: a failed SMP never revokes trust.
+func (n *network) trustKept(fp otrcore.Fingerprint) string {
+	if n.otr.id.Trust == nil {
+		return ""
+	}
+	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
+	if !ok || info.Trust == keystore.TrustNone {
+		return ""
+	}
+	return fmt.Sprintf(". The key stays verified (%s) as before; if you now doubt it, run /msg *otr distrust %s", trustLevelWord(info.Trust), fp)
+}
+
+// newFingerprint records a key the peer presented and warns when the nick
+// had other keys before, or the key was seen under other nicks.
+func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Time) {
+	nick := p.nick
+	if n.otr.id.Trust == nil {
+		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
+		return
+	}
+	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, keystore.Fingerprint(fp), now)
+	if err != nil {
+		n.logger.Error("could not record a fingerprint", "err", err)
+		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s (it could not be saved: %v)", nick, fp, err))
+		return
+	}
+	switch {
+	case seen.NewForPeer && len(seen.OtherFingerprints) > 0:
+		var olds []string
+		for _, o := range seen.OtherFingerprints {
+			w := "unverified"
+			if info, ok := n.otr.id.Trust.Lookup(o); ok && info.Trust != keystore.TrustNone {
+				w = "verified"
+			}
+			olds = append(olds, fmt.Sprintf("%s (%s)", otrcore.Fingerprint(o), w))
+		}
+		n.notifyPeer(nick, fmt.Sprintf("WARNING: %s now uses a DIFFERENT key: %s. Before, %s used: %s. Someone else may be using the nick; verify before trusting.",
+			nick, fp, nick, strings.Join(olds, ", ")))
+	default:
+		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
+	}
+	if len(seen.OtherNicks) > 0 {
+		w := "not verified"
+		if seen.Trust != keystore.TrustNone {
+			w = "verified (" + trustLevelWord(seen.Trust) + ")"
+		}
+		n.notifyPeer(nick, fmt.Sprintf("note: this key was seen before under the nick(s) %s; it is %s. Trust belongs to the key, whatever the nick.",
+			strings.Join(seen.OtherNicks, ", "), w))
+	}
+}
+
+// trustLevelWord describes how a key was verified.
+func trustLevelWord(t keystore.TrustLevel) string {
+	switch t {
+	case keystore.TrustManual:
+		return "by fingerprint"
+	case keystore.TrustSMP:
+		return "by shared secret"
+	}
+	return "not verified"
+}
+
+// otrNickChange moves a conversation to a peer's new nick: the session
+// (and the peer's OTR context, which is keyed by our nick) goes on.
+func (n *network) otrNickChange(oldNick, newNick string) {
+	if newNick == "" {
+		return
+	}
+	oldKey, newKey := n.casemap.fold(oldNick), n.casemap.fold(newNick)
+	p := n.otr.peers[oldKey]
+	if p == nil || oldKey == newKey {
+		if p != nil {
+			p.nick = newNick
+		}
+		return
+	}
+	if q := n.otr.peers[newKey]; q != nil {
+		if st := q.conv.Status(); st.State != otrcore.StatePlaintext || st.Held > 0 {
+			return // the new nick has a conversation of its own
+		}
+	}
+	delete(n.otr.peers, oldKey)
+	p.key, p.nick = newKey, newNick
+	if p.prefix != nil {
+		p.prefix = &irc.Prefix{Name: newNick, User: p.prefix.User, Host: p.prefix.Host}
+	}
+	p.fragTags = nil
+	n.otr.peers[newKey] = p
+	p.conv.SetPolicy(n.effectivePolicy(newNick))
+	if st := p.conv.Status(); st.State != otrcore.StatePlaintext {
+		n.notifyPeer(newNick, fmt.Sprintf("%s is now known as %s; the private conversation follows the nick", oldNick, newNick))
 	}
 }
 
@@ -400,316 +545,4 @@ func errText(err error) string {
 		return "unknown reason"
 	}
 	return strings.TrimPrefix(err.Error(), "otrcore: ")
-}
-
-// otrCommands are the OTR rows of the service table.
-func otrCommands() []serviceCommand {
-	return []serviceCommand{
-		{name: "start", aliases: []string{"init", "connect"}, usage: "start <nick>", help: "start (or refresh) a private conversation", minArgs: 1, maxArgs: 1, run: cmdStart},
-		{name: "finish", aliases: []string{"end", "disconnect"}, usage: "finish <nick>", help: "end the private conversation", minArgs: 1, maxArgs: 1, run: cmdFinish},
-		{name: "status", aliases: []string{"info"}, usage: "status [nick]", help: "show private conversations", maxArgs: 1, run: cmdStatus},
-		{name: "fingerprint", usage: "fingerprint [nick|me]", help: "show our fingerprint or a peer's", maxArgs: 1, run: cmdFingerprint},
-		{name: "trust", usage: "trust <nick> <fingerprint>", help: "mark a fingerprint verified (type it in full)", minArgs: 2, maxArgs: -1, run: cmdTrust},
-		{name: "auth", aliases: []string{"smp"}, usage: "auth <nick> <secret>", help: "verify a peer with a shared secret (starts SMP or answers theirs)", minArgs: 2, maxArgs: -1, run: cmdAuth},
-		{name: "authq", aliases: []string{"smpq", "ask"}, usage: "authq <nick> \"<question>\" <secret>", help: "verify a peer with a question and its answer", minArgs: 3, maxArgs: -1, run: cmdAuthQ},
-		{name: "authabort", aliases: []string{"smpabort"}, usage: "authabort <nick>", help: "abort identity verification", minArgs: 1, maxArgs: 1, run: cmdAuthAbort},
-		{name: "policy", usage: "policy [nick|default] [never|manual|opportunistic|always]", help: "show or set the OTR policy (not saved across restarts)", maxArgs: 2, run: cmdPolicy},
-		{name: "release", usage: "release <nick>", help: "send queued messages to a peer whose key is new", minArgs: 1, maxArgs: 1, run: cmdRelease},
-		{name: "discard", usage: "discard <nick>", help: "drop queued messages", minArgs: 1, maxArgs: 1, run: cmdDiscard},
-	}
-}
-
-func (n *network) requireUp() error {
-	if n.up == nil {
-		return fmt.Errorf("%s is not connected", n.cfg.Name)
-	}
-	return nil
-}
-
-func validPeerNick(n *network, nick string) error {
-	if nick == "" || isChannel(nick, n.chantypes) || strings.ContainsAny(nick, " ,*?!@") {
-		return fmt.Errorf("%q is not a nick", nick)
-	}
-	return nil
-}
-
-func cmdStart(n *network, dc *downstream, args []string) error {
-	if err := validPeerNick(n, args[0]); err != nil {
-		return err
-	}
-	if err := n.requireUp(); err != nil {
-		return err
-	}
-	p := n.peer(args[0])
-	res := p.conv.Start(n.now())
-	if hasEvent(res, otrcore.EventMessageRefused) {
-		return fmt.Errorf("OTR is disabled for %s (policy %s); change it with: policy %s manual", p.nick, p.conv.Policy(), p.nick)
-	}
-	n.notify(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
-	return n.applyResult(p, res)
-}
-
-func cmdFinish(n *network, dc *downstream, args []string) error {
-	p := n.lookupPeer(args[0])
-	if p == nil {
-		return fmt.Errorf("no conversation with %s", args[0])
-	}
-	if err := n.requireUp(); err != nil && peerEncrypted(p.conv.Status()) {
-		return err
-	}
-	res := p.conv.End(n.now())
-	if len(res.Events) == 0 {
-		n.notify(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
-	}
-	return n.applyResult(p, res)
-}
-
-func stateWord(st otrcore.Status) string {
-	switch st.State {
-	case otrcore.StateEncrypted:
-		return fmt.Sprintf("encrypted OTRv%d, %s", st.Version, trustWord(st.Trusted))
-	case otrcore.StateFinished:
-		return "finished by the peer (messages refused until finish/start)"
-	}
-	return "plaintext"
-}
-
-func cmdStatus(n *network, dc *downstream, args []string) error {
-	if len(args) == 0 {
-		n.notify(dc, fmt.Sprintf("network %s: %s, nick %s, default policy %s, fragment size %s",
-			n.cfg.Name, map[bool]string{true: "connected", false: "not connected"}[n.up != nil], n.nick, n.otr.policy, fragDesc(n)))
-		ps := n.sortedPeers()
-		if len(ps) == 0 {
-			n.notify(dc, "no private conversations")
-		}
-		for _, p := range ps {
-			st := p.conv.Status()
-			line := fmt.Sprintf("[%s] %s, policy %s", p.nick, stateWord(st), p.conv.Policy())
-			if st.Held > 0 {
-				line += fmt.Sprintf(", %d queued", st.Held)
-			}
-			n.notify(dc, line)
-		}
-		return nil
-	}
-	p := n.lookupPeer(args[0])
-	if p == nil {
-		n.notify(dc, fmt.Sprintf("[%s] no conversation; policy %s", args[0], n.policyFor(n.casemap.fold(args[0]))))
-		return nil
-	}
-	st := p.conv.Status()
-	n.notify(dc, fmt.Sprintf("[%s] %s, policy %s, fragment size %d", p.nick, stateWord(st), p.conv.Policy(), n.fragSize(p.nick)))
-	if st.HasFingerprint {
-		n.notify(dc, fmt.Sprintf("[%s] fingerprint %s, session id %s", p.nick, st.Fingerprint, otrcore.SSIDString(st.SSID, st.WeSentRevealSig)))
-	}
-	if st.SMPAwaitingSecret {
-		n.notify(dc, fmt.Sprintf("[%s] %s", p.nick, smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion)))
-	} else if st.SMPInProgress {
-		n.notify(dc, fmt.Sprintf("[%s] identity verification in progress", p.nick))
-	}
-	if st.Held > 0 {
-		n.notify(dc, fmt.Sprintf("[%s] %d message(s) queued", p.nick, st.Held))
-	}
-	for _, in := range st.Instances {
-		n.notify(dc, fmt.Sprintf("[%s] instance %08x: %s (v%d)", p.nick, in.Instance, in.State, in.Version))
-	}
-	return nil
-}
-
-func fragDesc(n *network) string {
-	if n.cfg.FragmentSize > 0 {
-		return fmt.Sprintf("%d (configured)", n.cfg.FragmentSize)
-	}
-	if n.host == "" {
-		return "automatic (our host is not known yet)"
-	}
-	return fmt.Sprintf("automatic from %s", n.selfPrefix())
-}
-
-func cmdFingerprint(n *network, dc *downstream, args []string) error {
-	if len(args) == 0 || strings.EqualFold(args[0], "me") {
-		n.notify(dc, fmt.Sprintf("our fingerprint on %s: %s", n.cfg.Name, n.otr.id.Key.Fingerprint()))
-		return nil
-	}
-	key := n.casemap.fold(args[0])
-	var active [20]byte
-	hasActive := false
-	if p := n.lookupPeer(args[0]); p != nil {
-		if st := p.conv.Status(); st.HasFingerprint {
-			active, hasActive = st.Fingerprint, true
-		}
-	}
-	var fps [][20]byte
-	if n.otr.id.Trust != nil {
-		fps = n.otr.id.Trust.KnownFingerprints(key)
-	}
-	if hasActive && !containsFP(fps, active) {
-		fps = append(fps, active)
-	}
-	if len(fps) == 0 {
-		n.notify(dc, fmt.Sprintf("[%s] no fingerprint known", args[0]))
-		return nil
-	}
-	for _, fp := range fps {
-		line := fmt.Sprintf("[%s] %s %s", args[0], otrcore.Fingerprint(fp), trustWord(n.otr.id.Trust != nil && n.otr.id.Trust.IsTrusted(key, fp)))
-		if hasActive && fp == active {
-			line += " (current session)"
-		}
-		n.notify(dc, line)
-	}
-	return nil
-}
-
-func containsFP(list [][20]byte, fp [20]byte) bool {
-	for _, x := range list {
-		if x == fp {
-			return true
-		}
-	}
-	return false
-}
-
-func cmdTrust(n *network, dc *downstream, args []string) error {
-	fp, err := otrcore.ParseFingerprint(strings.Join(args[1:], ""))
-	if err != nil {
-		return fmt.Errorf("give the full fingerprint (40 hex digits, spaces allowed): %w", err)
-	}
-	if n.otr.id.Trust == nil {
-		return errors.New("no trust store")
-	}
-	key := n.casemap.fold(args[0])
-	if err := n.otr.id.Trust.Seen(key, fp, n.now()); err != nil {
-		return err
-	}
-	if err := n.otr.id.Trust.SetTrusted(fp, true, false, n.now()); err != nil {
-		return err
-	}
-	n.notify(dc, fmt.Sprintf("[%s] fingerprint %s is now trusted", args[0], fp))
-	return nil
-}
-
-func encryptedPeer(n *network, nick string) (*otrPeer, error) {
-	p := n.lookupPeer(nick)
-	if p == nil || p.conv.Status().State != otrcore.StateEncrypted {
-		return nil, fmt.Errorf("no private conversation with %s; start one first: start %s", nick, nick)
-	}
-	if err := n.requireUp(); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func cmdAuth(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	secret := strings.Join(args[1:], " ")
-	var res otrcore.Result
-	if p.conv.Status().SMPAwaitingSecret {
-		res, err = p.conv.RespondSMP(n.now(), secret)
-	} else {
-		res, err = p.conv.StartSMP(n.now(), "", false, secret)
-	}
-	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
-	}
-	n.notify(dc, fmt.Sprintf("[%s] identity verification under way…", p.nick))
-	return n.applyResult(p, res)
-}
-
-func cmdAuthQ(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	res, err := p.conv.StartSMP(n.now(), args[1], true, strings.Join(args[2:], " "))
-	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
-	}
-	n.notify(dc, fmt.Sprintf("[%s] question sent; waiting for %s's answer…", p.nick, p.nick))
-	return n.applyResult(p, res)
-}
-
-func cmdAuthAbort(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	res, err := p.conv.AbortSMP(n.now())
-	if err != nil {
-		return fmt.Errorf("abort: %s", errText(err))
-	}
-	return n.applyResult(p, res)
-}
-
-func cmdPolicy(n *network, dc *downstream, args []string) error {
-	switch len(args) {
-	case 0:
-		n.notify(dc, fmt.Sprintf("default policy: %s", n.otr.policy))
-		keys := make([]string, 0, len(n.otr.policies))
-		for k := range n.otr.policies {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			n.notify(dc, fmt.Sprintf("  %s: %s", k, n.otr.policies[k]))
-		}
-		return nil
-	case 1:
-		if strings.EqualFold(args[0], "default") {
-			n.notify(dc, fmt.Sprintf("default policy: %s", n.otr.policy))
-		} else {
-			n.notify(dc, fmt.Sprintf("[%s] policy %s", args[0], n.policyFor(n.casemap.fold(args[0]))))
-		}
-		return nil
-	}
-	pol, err := otrcore.ParsePolicy(args[1])
-	if err != nil {
-		return errors.New("policy must be never, manual, opportunistic or always")
-	}
-	if strings.EqualFold(args[0], "default") {
-		n.otr.policy = pol
-		for key, p := range n.otr.peers {
-			if _, ok := n.otr.policies[key]; !ok {
-				p.conv.SetPolicy(pol)
-			}
-		}
-		n.notify(dc, fmt.Sprintf("default policy is now %s", pol))
-		return nil
-	}
-	if err := validPeerNick(n, args[0]); err != nil {
-		return err
-	}
-	key := n.casemap.fold(args[0])
-	n.otr.policies[key] = pol
-	if p := n.otr.peers[key]; p != nil {
-		p.conv.SetPolicy(pol)
-	}
-	n.notify(dc, fmt.Sprintf("[%s] policy is now %s", args[0], pol))
-	return nil
-}
-
-func cmdRelease(n *network, dc *downstream, args []string) error {
-	p := n.lookupPeer(args[0])
-	if p == nil {
-		return fmt.Errorf("no conversation with %s", args[0])
-	}
-	if err := n.requireUp(); err != nil {
-		return err
-	}
-	res, err := p.conv.ReleaseHeld(n.now())
-	if err != nil {
-		return fmt.Errorf("release: %s", errText(err))
-	}
-	return n.applyResult(p, res)
-}
-
-func cmdDiscard(n *network, dc *downstream, args []string) error {
-	p := n.lookupPeer(args[0])
-	if p == nil {
-		return fmt.Errorf("no conversation with %s", args[0])
-	}
-	n.notify(dc, fmt.Sprintf("[%s] %d queued message(s) discarded", p.nick, p.conv.DiscardHeld()))
-	return nil
 }

@@ -32,6 +32,10 @@ type Options struct {
 	AuthFailDelay time.Duration
 	// ShutdownTimeout bounds the final flush; 0 means 5 seconds.
 	ShutdownTimeout time.Duration
+	// StateDir is where the *otr settings of each network are saved
+	// (settings-NETWORK.json); empty means the configuration's
+	// state_dir. With neither, settings last until otrbnc stops.
+	StateDir string
 }
 
 // Server is a running otrbnc: listeners plus one owner goroutine per
@@ -42,6 +46,7 @@ type Server struct {
 	logger       *slog.Logger
 	networks     []*network
 	nextClientID atomic.Uint64
+	reload       reloadState // see Reload (reload.go)
 
 	mu        sync.Mutex
 	listeners []net.Listener

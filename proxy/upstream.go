@@ -193,7 +193,11 @@ func registerUpstream(ctx context.Context, c *ircConn, cfg *NetworkConfig) (*reg
 						if mech != "" && (val == "" || containsFold(strings.Split(val, ","), mech)) {
 							want = append(want, name)
 						}
-					case "chghost", "multi-prefix":
+					case "chghost", "multi-prefix", "server-time", "message-tags", "batch":
+						// server-time and batch tell live messages from
+						// history (history.go); message-tags carries
+						// clients' tags. echo-message is never asked:
+						// otrbnc echoes plaintext itself.
 						want = append(want, name)
 					}
 				}

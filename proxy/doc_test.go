@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/commands.md from the *otr command table")
+
+// TestCommandsDoc keeps docs/commands.md in step with the command table:
+// it renders the table and compares. Regenerate with
+//
+//	go test ./proxy -run TestCommandsDoc -update
+func TestCommandsDoc(t *testing.T) {
+	path := filepath.Join("..", "docs", "commands.md")
+	want := renderCommandsDoc()
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (generate it with: go test ./proxy -run TestCommandsDoc -update)", err)
+	}
+	if string(got) != want {
+		gl, wl := strings.Split(string(got), "\n"), strings.Split(want, "\n")
+		for i := 0; i < len(gl) || i < len(wl); i++ {
+			var g, w string
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if g != w {
+				t.Fatalf("docs/commands.md is out of date at line %d:\n file:  %q\n table: %q\nregenerate it with: go test ./proxy -run TestCommandsDoc -update", i+1, g, w)
+			}
+		}
+	}
+}
+
+// TestCommandTable checks the table itself: every command has usage,
+// help and an example that the dispatcher accepts, and no name or alias
+// is used twice.
+func TestCommandTable(t *testing.T) {
+	seen := map[string]string{}
+	for _, c := range serviceCommands() {
+		if !strings.HasPrefix(c.usage, c.name) || c.help == "" || len(c.examples) == 0 || c.run == nil {
+			t.Errorf("command %s: incomplete row", c.name)
+		}
+		for _, w := range append([]string{c.name}, c.aliases...) {
+			if other, dup := seen[w]; dup {
+				t.Errorf("%q names both %s and %s", w, other, c.name)
+			}
+			seen[w] = c.name
+		}
+		for _, ex := range c.examples {
+			first, rest := cutWord(ex)
+			got, err := lookupCommand(serviceCommands(), first)
+			if err != nil || got.name != c.name {
+				t.Errorf("example %q does not run %s: %v", ex, c.name, err)
+				continue
+			}
+			var args []string
+			if c.raw {
+				args, err = splitRaw(rest, c.maxArgs)
+			} else {
+				args, err = splitWords(rest)
+			}
+			if err != nil || len(args) < c.minArgs || (c.maxArgs >= 0 && len(args) > c.maxArgs) {
+				t.Errorf("example %q: bad arguments %q (%v)", ex, args, err)
+			}
+		}
+	}
+}
