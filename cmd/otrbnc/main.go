@@ -3,46 +3,77 @@
 //
 // Usage:
 //
-//	otrbnc [run] [-config PATH]   run the bouncer (the default subcommand)
-//	otrbnc hash-password          read a password, print its bcrypt hash
-//	otrbnc help                   list subcommands
+//	otrbnc [run] [-config PATH]          run the bouncer (the default subcommand)
+//	otrbnc check-config [-config PATH]   check a configuration without running it
+//	otrbnc fingerprints [-account NET]   list our and our peers' OTR fingerprints
+//	otrbnc trust [-account NET] FP       mark a peer's fingerprint as verified
+//	otrbnc import-libotr -key F -fingerprints F [-account NET] [-from NAME]
+//	otrbnc export-libotr -key F -fingerprints F [-account NET]
+//	otrbnc hash-password                 read a password, print its bcrypt hash
+//	otrbnc help [SUBCOMMAND]             list subcommands, or explain one
+//
+// Every subcommand takes -h for its usage and examples.
 //
 // Without -config, otrbnc uses $XDG_CONFIG_HOME/otrbnc/config.toml (or
-// ~/.config/otrbnc/config.toml). If that file does not exist, the first run
+// ~/.config/otrbnc/config.toml). If that file does not exist, "otrbnc run"
 // writes a commented default configuration with a fresh client password,
 // prints the password once, explains how to connect and exits.
+//
+// The running bouncer holds a lock on its state directory; the subcommands
+// that read or change keys and trust (fingerprints, trust, import-libotr,
+// export-libotr) need it too, so they ask to stop otrbnc first. While it
+// runs, the same can be done from an IRC client with /msg *otr.
+//
+// SIGHUP makes a running otrbnc re-read its configuration and apply what
+// can change without a restart (client password, log level, OTR policies,
+// plaintext marker, fragment size); it logs the changed settings that need
+// a restart.
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
-
-	"otrbnc/keystore"
-	"otrbnc/proxy"
 )
 
-// subcommand is one row of the command table; later subcommands
-// (import-libotr, check-config, …) are new rows.
-type subcommand struct {
-	name  string
-	usage string
-	run   func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+// stdio is where a subcommand reads and writes.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
 }
 
+// runFunc runs a subcommand with its positional arguments, once its flags
+// are parsed.
+type runFunc func(ctx context.Context, sio stdio, args []string) error
+
+// subcommand is one row of the command table.
+type subcommand struct {
+	name     string
+	synopsis string // flags and arguments, after "otrbnc NAME"
+	summary  string // one line for the list
+	// help is the long description with examples, printed by -h.
+	help string
+	// setup defines the subcommand's flags in fs and returns the function
+	// that runs it with their values.
+	setup func(fs *flag.FlagSet) runFunc
+}
+
+// subcommands is the command table, in the order "otrbnc help" lists it.
 func subcommands() []subcommand {
 	return []subcommand{
-		{name: "run", usage: "run [-config PATH]  run the bouncer (default)", run: cmdRun},
-		{name: "hash-password", usage: "hash-password  read a password on stdin, print its bcrypt hash", run: cmdHashPassword},
+		runCommand,
+		checkConfigCommand,
+		fingerprintsCommand,
+		trustCommand,
+		importLibotrCommand,
+		exportLibotrCommand,
+		hashPasswordCommand,
 	}
 }
 
@@ -59,140 +90,104 @@ func main() {
 
 // dispatch picks the subcommand; flags without one mean "run".
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	sio := stdio{in: stdin, out: stdout, err: stderr}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		printOverview(stdout)
+		return nil
+	}
 	name := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if name == "help" {
-		fmt.Fprintln(stdout, "usage: otrbnc <subcommand> [flags]")
-		for _, c := range subcommands() {
-			fmt.Fprintln(stdout, "  otrbnc "+c.usage)
+	switch name {
+	case "help":
+		if len(args) > 0 {
+			c := lookupSubcommand(args[0])
+			if c == nil {
+				return fmt.Errorf("unknown subcommand %q (try: otrbnc help)", args[0])
+			}
+			printHelp(stdout, c)
+			return nil
 		}
+		printOverview(stdout)
 		return nil
 	}
+	c := lookupSubcommand(name)
+	if c == nil {
+		return fmt.Errorf("unknown subcommand %q (try: otrbnc help)", name)
+	}
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	run := c.setup(fs)
+	rest, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printHelp(stdout, c)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%v (see: otrbnc %s -h)", err, c.name)
+	}
+	return run(ctx, sio, rest)
+}
+
+func lookupSubcommand(name string) *subcommand {
 	for _, c := range subcommands() {
 		if c.name == name {
-			return c.run(ctx, args, stdin, stdout, stderr)
+			return &c
 		}
 	}
-	return fmt.Errorf("unknown subcommand %q (try: otrbnc help)", name)
-}
-
-// defaultConfigPath returns the per-user configuration path.
-func defaultConfigPath() (string, error) {
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("finding the configuration directory: %w", err)
-	}
-	return filepath.Join(dir, "otrbnc", "config.toml"), nil
-}
-
-func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration file (default: the per-user one, created on first run)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	path := *configPath
-	if path == "" {
-		p, err := defaultConfigPath()
-		if err != nil {
-			return err
-		}
-		path = p
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return firstRun(path, stdout)
-		}
-	}
-	cfg, err := proxy.LoadConfig(path)
-	if err != nil {
-		return err
-	}
-	level, _ := proxy.ParseLogLevel(cfg.LogLevel)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	stateDir := cfg.StateDir
-	if stateDir == "" {
-		stateDir = filepath.Join(filepath.Dir(path), "state")
-	}
-	store, err := keystore.Open(stateDir, keystore.Options{})
-	if err != nil {
-		return fmt.Errorf("opening the state directory: %w", err)
-	}
-	defer store.Close()
-	srv, err := proxy.NewServer(cfg, proxy.Options{
-		Logger:        logger,
-		Identities:    proxy.KeystoreIdentities{Store: store},
-		AuthFailDelay: proxy.DefaultAuthFailDelay,
-	})
-	if err != nil {
-		return err
-	}
-	if err := srv.Listen(); err != nil {
-		return err
-	}
-	return srv.Serve(ctx)
-}
-
-// firstRun writes a default configuration with a new password.
-func firstRun(path string, stdout io.Writer) error {
-	pw, err := proxy.GeneratePassword()
-	if err != nil {
-		return err
-	}
-	hash, err := proxy.HashPassword(pw)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
-	}
-	stateDir := filepath.Join(filepath.Dir(path), "state")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing the default configuration: %w", err)
-	}
-	if _, err := io.WriteString(f, proxy.DefaultConfigText(hash, stateDir)); err != nil {
-		f.Close()
-		return fmt.Errorf("writing the default configuration: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing the default configuration: %w", err)
-	}
-	fmt.Fprintf(stdout, `otrbnc: wrote a default configuration to %s
-
-Your client password (shown only this once; only its hash is stored):
-
-    %s
-
-Next steps:
-  1. Edit the [[network]] section (address, nick, channels, policy).
-  2. Run otrbnc again: otrbnc -config %s
-  3. Point your IRC client at 127.0.0.1 port 6667, no TLS, with the
-     password above as the server password (or SASL PLAIN). Use the
-     network's name as your username to choose a network.
-  4. In your client: /msg *otr help
-`, path, pw, path)
 	return nil
 }
 
-func cmdHashPassword(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fmt.Fprint(stderr, "password: ")
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
-		return fmt.Errorf("reading the password: %w", err)
+func printOverview(w io.Writer) {
+	fmt.Fprint(w, `otrbnc is an IRC bouncer that adds Off-the-Record (OTR) encryption to the
+private messages of any IRC client.
+
+usage: otrbnc [SUBCOMMAND] [flags]
+
+subcommands:
+`)
+	for _, c := range subcommands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
-	pw := strings.TrimRight(line, "\r\n")
-	if pw == "" {
-		return errors.New("empty password")
+	fmt.Fprint(w, `
+Without a subcommand, otrbnc runs the bouncer. "otrbnc SUBCOMMAND -h" (or
+"otrbnc help SUBCOMMAND") shows a subcommand's flags and examples.
+Documentation: README.md and docs/ in the source tree.
+`)
+}
+
+// printHelp prints a subcommand's usage, description and flags.
+func printHelp(w io.Writer, c *subcommand) {
+	fmt.Fprintf(w, "usage: otrbnc %s %s\n\n%s\n", c.name, c.synopsis, strings.TrimSpace(c.help))
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.setup(fs)
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(w, "\nflags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
 	}
-	h, err := proxy.HashPassword(pw)
-	if err != nil {
-		return err
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// positional arguments ("--" ends the flags); it returns the positional
+// arguments in order.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, nil
+		}
+		if consumed := len(args) - len(left); consumed > 0 && args[consumed-1] == "--" {
+			return append(rest, left...), nil
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
-	fmt.Fprintln(stdout, h)
-	return nil
 }
