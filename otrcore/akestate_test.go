@@ -963,28 +963,34 @@ func TestAKEStateCrossingCommitsLibotr(t *testing.T) {
 			if err != nil || len(qL.Out) == 0 {
 				t.Fatalf("libotr query: %v", err)
 			}
-			// libotr answers our query with its D-H Commit.
-			rL, err := l.lo.Recv(l.ctx, usName, qU)
-			if err != nil || len(rL.Out) != 1 {
-				t.Fatalf("libotr's commit: %v %v", err, rL.Out)
-			}
-			var cL dhCommitMsg
-			if p, _, err := findEnvelope(rL.Out[0]); err != nil || cL.unmarshal(p) != nil {
-				t.Fatalf("libotr's commit is not a D-H Commit: %q", rL.Out[0])
-			}
-			// We answer libotr's query with a commit whose hash is on the
-			// wanted side of libotr's (deterministic randomness, retried).
+			// libotr answers our query with its D-H Commit; we answer
+			// libotr's query with a commit whose hash is on the wanted side
+			// of libotr's (deterministic randomness, retried). A libotr
+			// hash at an extreme can make that rare, so libotr is asked
+			// again for a fresh commit (each query starts a new AKE).
+			var rL libotrpeer.Response
 			var cU string
-			for seed := 0; ; seed++ {
-				if seed > 64 {
-					t.Fatal("no suitable commit")
+		search:
+			for attempt := 0; ; attempt++ {
+				if attempt == 8 {
+					t.Fatal("no suitable pair of commits")
 				}
-				acct := *l.us.acct
-				acct.Rand = fzRand(byte(seed))
-				l.us.conv = NewConversation(&acct, loName, opts)
-				cU = (&astWorld{t: t, v: protocolV3}).only(astReceive(t, l.us.conv, l.now, ircLines(qL.Out[0])[0]), msgDHCommit)
-				if (bytes.Compare(l.us.conv.master.ake.ourHashGx[:], cL.hashGx) > 0) == weHigher {
-					break
+				rL, err = l.lo.Recv(l.ctx, usName, qU)
+				if err != nil || len(rL.Out) != 1 {
+					t.Fatalf("libotr's commit: %v %v", err, rL.Out)
+				}
+				var cL dhCommitMsg
+				if p, _, err := findEnvelope(rL.Out[0]); err != nil || cL.unmarshal(p) != nil {
+					t.Fatalf("libotr's commit is not a D-H Commit: %q", rL.Out[0])
+				}
+				for seed := 0; seed < 256; seed++ {
+					acct := *l.us.acct
+					acct.Rand = fzRand(byte(seed))
+					l.us.conv = NewConversation(&acct, loName, opts)
+					cU = (&astWorld{t: t, v: protocolV3}).only(astReceive(t, l.us.conv, l.now, ircLines(qL.Out[0])[0]), msgDHCommit)
+					if (bytes.Compare(l.us.conv.master.ake.ourHashGx[:], cL.hashGx) > 0) == weHigher {
+						break search
+					}
 				}
 			}
 			l.run([][]string{{cU}}, rL.Out)

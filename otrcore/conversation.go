@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Timers and bounds of a conversation. Times come from the caller.
@@ -354,15 +355,19 @@ func (c *Conversation) akePending() bool {
 
 // sendData encrypts text and TLVs for in and appends the message.
 func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text string, tlvs []tlv, flags byte) error {
-	plain := []byte(text)
-	if len(tlvs) > 0 {
-		plain = append(plain, 0)
+	var msg []byte
+	var err error
+	if len(tlvs) == 0 {
+		// sealData only reads the plaintext: no copy of the text needed.
+		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, unsafe.Slice(unsafe.StringData(text), len(text)))
+	} else {
+		plain := append([]byte(text), 0)
 		for _, t := range tlvs {
 			plain = appendTLV(plain, t)
 		}
+		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, plain)
+		wipe(plain)
 	}
-	msg, err := in.keys.sealData(c.header(in, in.version, msgData), flags, plain)
-	wipe(plain)
 	if err != nil {
 		return err
 	}
@@ -829,7 +834,9 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, pay
 		res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
 	}
 	if len(text) > 0 {
-		res.Text, res.HasText, res.Encrypted = string(text), true, true
+		// plain is the decoded payload, decrypted in place and not used
+		// again, so the text can share it.
+		res.Text, res.HasText, res.Encrypted = unsafe.String(unsafe.SliceData(text), len(text)), true, true
 	}
 	var smpOut []tlv
 	for _, t := range tlvs {
@@ -838,7 +845,6 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, pay
 			c.toPlaintext(in)
 			in.state = StateFinished
 			res.event(Event{Kind: EventPeerFinished, Instance: in.tag, Version: int(in.version), Fingerprint: in.fp})
-			wipe(plain)
 			return nil
 		case tlvSMP1, tlvSMP2, tlvSMP3, tlvSMP4, tlvSMPAbort, tlvSMP1Q:
 			out, ev := in.smp.receive(c.rand, t)
@@ -854,7 +860,6 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, pay
 				KeyUseData: append([]byte(nil), t.value[4:]...)})
 		}
 	}
-	wipe(plain)
 	if len(smpOut) > 0 {
 		return c.sendData(res, in, now, "", smpOut, flagIgnoreUnreadable)
 	}

@@ -10,7 +10,8 @@ import (
 // sealData builds an outgoing data message carrying plaintext (the
 // human-readable part, then a NUL and TLVs when there are any), following
 // "When you send a Data Message" in Protocol-v3.html, and returns its
-// binary encoding. hdr carries the version and instance tags.
+// binary encoding. hdr carries the version and instance tags. plaintext
+// is only read.
 func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byte, error) {
 	sk, err := ks.sendingKeys()
 	if err != nil {
@@ -31,15 +32,15 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byt
 		recipientKeyID: sk.theirKeyID,
 		nextDH:         ks.nextPublic(),
 		ctr:            ctrBytes(sk.sendCtr),
-		encrypted:      make([]byte, len(plaintext)),
+		encrypted:      plaintext, // encrypted in place once encoded
+		oldMACKeys:     ks.takeReveal(),
 	}
-	m.msgType = msgData
-	ctrXOR(dk.block, m.ctr, m.encrypted, plaintext)
-	m.oldMACKeys = ks.takeReveal()
-	// Encode once with a zero MAC, then MAC the authenticated prefix and
-	// fill the MAC in place.
+	// Encode once with the plaintext and a zero MAC, then encrypt the
+	// ciphertext field and MAC the authenticated prefix in place.
 	buf := m.marshal()
 	authLen := len(buf) - macLen - 4 - len(m.oldMACKeys)
+	body := buf[authLen-len(plaintext) : authLen]
+	ctrXOR(dk.block, m.ctr, body, body)
 	dk.mac.Reset()
 	dk.mac.Write(buf[:authLen])
 	dk.mac.Sum(buf[authLen:authLen])
