@@ -117,8 +117,12 @@ func NewConversation(acct *Account, peer string, opts Options) *Conversation {
 	return c
 }
 
-// Peer returns the peer name the conversation was created for.
+// Peer returns the peer name trust queries use.
 func (c *Conversation) Peer() string { return c.peer }
+
+// SetPeer renames the peer (on IRC, after a nick change): the sessions
+// carry on, and trust and known-fingerprint queries use the new name.
+func (c *Conversation) SetPeer(name string) { c.peer = name }
 
 // SetPolicy changes the policy for future messages.
 func (c *Conversation) SetPolicy(p Policy) { c.opts.Policy = p }

@@ -417,3 +417,21 @@ func TestPolicyNeverKeepsRunningSessionEncrypted(t *testing.T) {
 		t.Fatalf("after End with policy never: %v", res.Send)
 	}
 }
+
+func TestSetPeerMovesTrustQueries(t *testing.T) {
+	trust := &memTrust{known: map[string][][20]byte{}}
+	a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyAlways})
+	a.acct.Trust = trust
+	b := newParty(t, "bob", 1, 0x200, "alice", Options{Policy: PolicyManual})
+	// The new nick has been seen with another key; the old one never was.
+	trust.known["robert"] = [][20]byte{testKey(t, 2).Fingerprint()}
+	a.conv.SetPeer("robert")
+	if a.conv.Peer() != "robert" {
+		t.Fatal("Peer not renamed")
+	}
+	l := newLink(t, a, b)
+	l.send(a, "held for robert")
+	if len(b.got) != 0 || !a.hasEvent(EventHeldBlocked) {
+		t.Fatalf("held message released although %q was known under another key: %+v", "robert", b.got)
+	}
+}

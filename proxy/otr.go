@@ -529,6 +529,7 @@ func (n *network) otrNickChange(oldNick, newNick string) {
 	}
 	delete(n.otr.peers, oldKey)
 	p.key, p.nick = newKey, newNick
+	p.conv.SetPeer(newKey)
 	if p.prefix != nil {
 		p.prefix = &irc.Prefix{Name: newNick, User: p.prefix.User, Host: p.prefix.Host}
 	}

@@ -218,6 +218,14 @@ func parseCasemapping(s string) casemapping {
 	return caseRFC1459
 }
 
+// FoldNick case-folds nick as otrbnc does for a network whose CASEMAPPING
+// ISUPPORT token is casemapping ("rfc1459", the default for anything
+// unknown, "strict-rfc1459" or "ascii"). Conversations, trust and settings
+// are keyed by folded nicks, so tools that write them must fold alike.
+func FoldNick(casemapping, nick string) string {
+	return parseCasemapping(casemapping).fold(nick)
+}
+
 // fold returns the case-folded form of name.
 func (cm casemapping) fold(name string) string {
 	b := []byte(name)

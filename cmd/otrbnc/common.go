@@ -252,19 +252,6 @@ func (lc *loadedConfig) network(name string) (*proxy.NetworkConfig, error) {
 }
 
 // foldNick case-folds a nick the way the proxy does for the CASEMAPPING
-// token cm (rfc1459, the IRC default; strict-rfc1459; or ascii), so that
-// imported fingerprints match the names the proxy looks up.
-func foldNick(cm, nick string) string {
-	b := []byte(nick)
-	for i, c := range b {
-		switch {
-		case c >= 'A' && c <= 'Z':
-			b[i] = c + 32
-		case cm != "ascii" && c >= '[' && c <= ']':
-			b[i] = c + 32 // [\] → {|}
-		case cm == "rfc1459" && c == '~':
-			b[i] = '^'
-		}
-	}
-	return string(b)
-}
+// token cm, so that imported fingerprints match the names the proxy looks
+// up.
+func foldNick(cm, nick string) string { return proxy.FoldNick(cm, nick) }
