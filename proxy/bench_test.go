@@ -246,7 +246,7 @@ func BenchmarkLoad1000Conversations(b *testing.B) {
 	var wg sync.WaitGroup
 	var registered atomic.Int64
 	for i := range peers {
-		nc, err := net.Dial("tcp", ircd.addr)
+		nc, err := net.Dial("tcp", ircd.Addr)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -271,7 +271,7 @@ func BenchmarkLoad1000Conversations(b *testing.B) {
 	}
 
 	// Baseline: plaintext straight through ngIRCd.
-	base := registerIRC(b, ircd.addr, "base")
+	base := registerIRC(b, ircd.Addr, "base")
 	runRounds(b, base, peers, 3, 0, epoch)
 	var baseLat []time.Duration
 	for _, p := range peers {
@@ -279,7 +279,7 @@ func BenchmarkLoad1000Conversations(b *testing.B) {
 		p.latencies = nil
 	}
 
-	addr, cmd := startOtrbncProcess(b, ircd.addr)
+	addr, cmd := startOtrbncProcess(b, ircd.Addr)
 	c := registerClient(b, addr, "alice")
 	c.expect("connected", serviceSays("connected to bench"))
 	var sb strings.Builder

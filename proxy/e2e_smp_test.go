@@ -48,10 +48,10 @@ func (e *smpLibotr) expectSMP(t *testing.T, name string) libotrpeer.Event {
 func TestE2ESMPWithLibotr(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	env := startProxy(t, testConfig(ircd.addr), Options{StateDir: t.TempDir()})
+	env := startProxy(t, testConfig(ircd.Addr), Options{StateDir: t.TempDir()})
 	env.waitUp()
 	eng := &smpLibotr{libotrEngine: newLibotrEngine(t, "bob", libotrpeer.PolicyManual), smp: make(chan libotrpeer.Event, 100)}
-	bob := newIRCPeer(t, ircd.addr, "bob", eng)
+	bob := newIRCPeer(t, ircd.Addr, "bob", eng)
 	c := registerClient(t, env.addr, "alice")
 	ctx := context.Background()
 	bobFP := strings.ToUpper(eng.p.Fingerprint())

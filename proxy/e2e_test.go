@@ -20,9 +20,9 @@ import (
 func TestE2EChannelsAndClients(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	env := startProxy(t, testConfig(ircd.addr), Options{})
+	env := startProxy(t, testConfig(ircd.Addr), Options{})
 	env.waitUp()
-	bob := registerIRC(t, ircd.addr, "bob")
+	bob := registerIRC(t, ircd.Addr, "bob")
 
 	c1 := registerClient(t, env.addr, "whatever")
 	c1.send("JOIN #room")
@@ -56,10 +56,10 @@ func TestE2EChannelsAndClients(t *testing.T) {
 func TestE2ELibotr(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	cfg := testConfig(ircd.addr)
+	cfg := testConfig(ircd.Addr)
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
-	bob := newIRCPeer(t, ircd.addr, "bob", newLibotrEngine(t, "bob", libotrpeer.PolicyManual))
+	bob := newIRCPeer(t, ircd.Addr, "bob", newLibotrEngine(t, "bob", libotrpeer.PolicyManual))
 	c1 := registerClient(t, env.addr, "alice")
 	c2 := registerClient(t, env.addr, "alice", "echo-message")
 
@@ -150,12 +150,12 @@ func TestE2ELibotr(t *testing.T) {
 func TestE2EAlwaysQueueReconnectShutdown(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	cfg := testConfig(ircd.addr)
+	cfg := testConfig(ircd.Addr)
 	cfg.Network[0].Policy = "always"
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
 	eng := newLibotrEngine(t, "bob", libotrpeer.PolicyManual)
-	bob := newIRCPeer(t, ircd.addr, "bob", eng)
+	bob := newIRCPeer(t, ircd.Addr, "bob", eng)
 	c1 := registerClient(t, env.addr, "alice")
 
 	c1.send("PRIVMSG bob :queued hello")
@@ -165,12 +165,12 @@ func TestE2EAlwaysQueueReconnectShutdown(t *testing.T) {
 	bob.expectText("queued hello")
 
 	// The server goes away and comes back.
-	ircd.stop()
+	ircd.Stop()
 	c1.expect("disconnect notice", serviceSays("disconnected from test"))
-	ircd.start()
+	ircd.Start()
 	c1.expect("reconnect notice", serviceSays("connected to test as alice"))
 	env.waitUp()
-	bob = newIRCPeer(t, ircd.addr, "bob", eng)
+	bob = newIRCPeer(t, ircd.Addr, "bob", eng)
 	c1.send("PRIVMSG bob :after reconnect")
 	bob.expectText("after reconnect")
 	bob.say("alice", "still private")
@@ -197,13 +197,13 @@ func TestE2EAlwaysQueueReconnectShutdown(t *testing.T) {
 func TestE2EDefaultFloodLimits(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, false)
-	cfg := testConfig(ircd.addr)
+	cfg := testConfig(ircd.Addr)
 	cfg.Network[0].RateBurst = 5
 	cfg.Network[0].RateInterval = Duration{time.Second}
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
 	eng := newLibotrEngine(t, "bob", libotrpeer.PolicyManual)
-	bob := newIRCPeer(t, ircd.addr, "bob", eng)
+	bob := newIRCPeer(t, ircd.Addr, "bob", eng)
 	c := registerClient(t, env.addr, "alice")
 
 	bob.startOTR("alice")
@@ -240,9 +240,9 @@ func TestE2EHeartbeatFromProxyClock(t *testing.T) {
 	var offset atomic.Int64
 	base := time.Now()
 	clock := func() time.Time { return base.Add(time.Duration(offset.Load())) }
-	env := startProxy(t, testConfig(ircd.addr), Options{Now: clock, TickInterval: 20 * time.Millisecond})
+	env := startProxy(t, testConfig(ircd.Addr), Options{Now: clock, TickInterval: 20 * time.Millisecond})
 	env.waitUp()
-	bob := newIRCPeer(t, ircd.addr, "bob", newGoEngine(testKey(t, 1), 0x4242, otrcore.PolicyManual))
+	bob := newIRCPeer(t, ircd.Addr, "bob", newGoEngine(testKey(t, 1), 0x4242, otrcore.PolicyManual))
 	c := registerClient(t, env.addr, "alice")
 	bob.startOTR("alice")
 	c.expect("gone secure", serviceSays("private conversation with bob started"))
@@ -273,9 +273,9 @@ func TestE2EHeartbeatFromProxyClock(t *testing.T) {
 func TestE2EDetachedBuffer(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	env := startProxy(t, testConfig(ircd.addr), Options{})
+	env := startProxy(t, testConfig(ircd.Addr), Options{})
 	env.waitUp()
-	bob := newIRCPeer(t, ircd.addr, "bob", newGoEngine(testKey(t, 1), 0x4243, otrcore.PolicyManual))
+	bob := newIRCPeer(t, ircd.Addr, "bob", newGoEngine(testKey(t, 1), 0x4243, otrcore.PolicyManual))
 	c := registerClient(t, env.addr, "alice")
 	bob.startOTR("alice")
 	c.expect("gone secure", serviceSays("private conversation with bob started"))

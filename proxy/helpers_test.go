@@ -1,15 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +14,7 @@ import (
 	"gopkg.in/irc.v4"
 
 	"otrbnc/otrcore"
+	"otrbnc/proxy/ircdtest"
 )
 
 const (
@@ -204,118 +200,11 @@ func registerIRC(t testing.TB, addr, nick string) *testConn {
 // ---------------------------------------------------------------------
 // ngIRCd
 
-// ngircdPath finds ngircd; missing is a skip, or a failure under CI=true.
-func ngircdPath(t testing.TB) string {
-	t.Helper()
-	for _, p := range []string{"ngircd", "/usr/sbin/ngircd"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("ngircd is required under CI=true (apt-get install ngircd)")
-	}
-	t.Skip("ngircd not installed")
-	return ""
-}
+// startNgircd runs a private ngIRCd (see ircdtest.Start).
+func startNgircd(t testing.TB, relaxed bool) *ircdtest.Server { return ircdtest.Start(t, relaxed) }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type ngircd struct {
-	addr string
-	port int
-	conf string
-	bin  string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	t    testing.TB
-}
-
-// startNgircd runs a private ngIRCd on a free loopback port. relaxed turns
-// off its flood control; otherwise its defaults apply (about one command
-// per second after a short burst), like a real network.
-func startNgircd(t testing.TB, relaxed bool) *ngircd {
-	t.Helper()
-	bin := ngircdPath(t)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	port := freePort(t)
-	limits := ""
-	if relaxed {
-		limits = "MaxPenaltyTime = 0\n"
-	}
-	modes := ""
-	if relaxed {
-		modes = "DefaultUserModes = F\n"
-	}
-	conf := fmt.Sprintf(`[Global]
-Name = irc.test
-Info = otrbnc test server
-Listen = 127.0.0.1
-Ports = %d
-MotdPhrase = test server
-AdminInfo1 = test
-AdminInfo2 = test
-AdminEMail = test@example.invalid
-[Limits]
-MaxConnectionsIP = 0
-MaxNickLength = 30
-PingTimeout = 300
-PongTimeout = 60
-%s[Options]
-DNS = no
-Ident = no
-PAM = no
-%s`, port, limits, modes)
-	path := filepath.Join(dir, "ngircd.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := &ngircd{addr: fmt.Sprintf("127.0.0.1:%d", port), port: port, conf: path, bin: bin, t: t}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *ngircd) start() {
-	s.t.Helper()
-	s.out = &bytes.Buffer{}
-	s.cmd = exec.Command(s.bin, "-n", "-f", s.conf)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("starting ngircd: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			nc.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			s.t.Fatalf("ngircd did not start: %v\n%s", err, s.out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (s *ngircd) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-	s.cmd = nil
-}
+// freePort returns a free loopback TCP port.
+func freePort(t testing.TB) int { return ircdtest.FreePort(t) }
 
 // ---------------------------------------------------------------------
 // otrbnc under test

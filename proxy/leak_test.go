@@ -89,12 +89,12 @@ func (r *recordingRelay) recorded() string {
 func TestPlaintextNeverLeaksUnderAlways(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, true)
-	relay := startRelay(t, ircd.addr)
+	relay := startRelay(t, ircd.Addr)
 	cfg := testConfig(relay.ln.Addr().String())
 	cfg.Network[0].Policy = "always"
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
-	bob := newIRCPeer(t, ircd.addr, "bob", newLibotrEngine(t, "bob", libotrpeer.PolicyManual))
+	bob := newIRCPeer(t, ircd.Addr, "bob", newLibotrEngine(t, "bob", libotrpeer.PolicyManual))
 	c := registerClient(t, env.addr, "alice")
 
 	// Cut the connection instead of forwarding our D-H Key message (v3

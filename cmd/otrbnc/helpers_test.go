@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"otrbnc/proxy/ircdtest"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -49,15 +50,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return ircdtest.FreePort(t) }
 
 // cheapHash is a bcrypt hash at the minimum cost, to keep tests fast.
 func cheapHash(t *testing.T, pw string) string {
@@ -146,78 +139,9 @@ func login(t *testing.T, addr, pass, nick, user string) *ircClient {
 	return c
 }
 
-// ngircd is a private IRC server for the tests.
-type ngircd struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-// startNgircd runs ngIRCd on a free loopback port; a missing ngircd skips
-// the test, or fails it under CI=true.
-func startNgircd(t *testing.T) *ngircd {
-	t.Helper()
-	bin := ""
-	for _, p := range []string{"ngircd", "/usr/sbin/ngircd"} {
-		if path, err := exec.LookPath(p); err == nil {
-			bin = path
-			break
-		}
-	}
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ngircd is required under CI=true (apt-get install ngircd)")
-		}
-		t.Skip("ngircd not installed (apt-get install ngircd)")
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := fmt.Sprintf(`[Global]
-Name = irc.test
-Info = otrbnc test server
-Listen = 127.0.0.1
-Ports = %d
-MotdPhrase = test server
-AdminInfo1 = test
-AdminInfo2 = test
-AdminEMail = test@example.invalid
-[Limits]
-MaxConnectionsIP = 0
-MaxNickLength = 30
-MaxPenaltyTime = 0
-[Options]
-DNS = no
-Ident = no
-PAM = no
-DefaultUserModes = F
-`, port)
-	path := filepath.Join(dir, "ngircd.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := &ngircd{addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	var out syncBuffer
-	s.cmd = exec.Command(bin, "-n", "-f", path)
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting ngircd: %v", err)
-	}
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			nc.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ngircd did not start: %v\n%s", err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// startNgircd runs a private ngIRCd with flood control off (see
+// ircdtest.Start).
+func startNgircd(t *testing.T) *ircdtest.Server { return ircdtest.Start(t, true) }
 
 // repoRoot is the module root, two levels up from this package.
 func repoRoot(t *testing.T) string {

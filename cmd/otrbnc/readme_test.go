@@ -134,7 +134,7 @@ func TestReadmeQuickStart(t *testing.T) {
 
 	home := t.TempDir()
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	edits, _ := json.Marshal(editorEdits{Listen: listen, Network: "irc+insecure://" + irc.addr, Nick: "quickstart"})
+	edits, _ := json.Marshal(editorEdits{Listen: listen, Network: "irc+insecure://" + irc.Addr, Nick: "quickstart"})
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	c.expect(":*otr!", "PRIVMSG")
 
 	// And the network side works: a user on the IRC server reaches us.
-	bob := login(t, irc.addr, "", "bob", "bob")
+	bob := login(t, irc.Addr, "", "bob", "bob")
 	bob.expect(" 001 ")
 	waitFor(t, "otrbnc on the network", func() bool {
 		bob.send("ISON quickstart")

@@ -1,0 +1,145 @@
+// Package ircdtest runs a private ngIRCd for tests: on a free loopback
+// port, with its own configuration file, stopped when the test ends.
+//
+// A missing ngircd skips the test, except under CI=true, where the real
+// IRC server is mandatory and its absence fails the test.
+package ircdtest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Server is a running ngIRCd.
+type Server struct {
+	// Addr is the host:port clients connect to (127.0.0.1).
+	Addr string
+
+	tb   testing.TB
+	bin  string
+	conf string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+}
+
+// Path returns the ngircd executable, skipping tb when it is missing (or
+// failing it under CI=true).
+func Path(tb testing.TB) string {
+	tb.Helper()
+	for _, p := range []string{"ngircd", "/usr/sbin/ngircd"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatal("ngircd is required under CI=true (apt-get install ngircd)")
+	}
+	tb.Skip("ngircd not installed (apt-get install ngircd)")
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs ngIRCd on a free loopback port and stops it when tb ends.
+// relaxed turns its flood control off (user mode F, no penalty time);
+// otherwise its defaults apply (about one command per second after a
+// short burst), as on a real network.
+func Start(tb testing.TB, relaxed bool) *Server {
+	tb.Helper()
+	bin := Path(tb)
+	dir := tb.TempDir()
+	os.Chmod(dir, 0o755) // ngircd may drop privileges and must still read its config
+	port := FreePort(tb)
+	limits, modes := "", ""
+	if relaxed {
+		limits = "MaxPenaltyTime = 0\n"
+		modes = "DefaultUserModes = F\n"
+	}
+	conf := fmt.Sprintf(`[Global]
+Name = irc.test
+Info = otrbnc test server
+Listen = 127.0.0.1
+Ports = %d
+MotdPhrase = test server
+AdminInfo1 = test
+AdminInfo2 = test
+AdminEMail = test@example.invalid
+[Limits]
+MaxConnectionsIP = 0
+MaxNickLength = 30
+PingTimeout = 300
+PongTimeout = 60
+%s[Options]
+DNS = no
+Ident = no
+PAM = no
+%s`, port, limits, modes)
+	path := filepath.Join(dir, "ngircd.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), tb: tb, bin: bin, conf: path}
+	s.Start()
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Start starts the server again after Stop, on the same port, and waits
+// until it accepts connections.
+func (s *Server) Start() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.out = &bytes.Buffer{}
+	s.cmd = exec.Command(s.bin, "-n", "-f", s.conf)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("starting ngircd: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			nc.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.stopLocked()
+			s.tb.Fatalf("ngircd did not start: %v\n%s", err, s.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server; every client connection drops.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+func (s *Server) stopLocked() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+}
