@@ -374,6 +374,15 @@ func readStateFile(path string) ([]byte, error) {
 	return data, nil
 }
 
+// WriteFileAtomic replaces dir/name with data (mode 0600) so that a crash
+// at any moment leaves either the old or the new content: a temporary file
+// is written and flushed, renamed over the target, and the directory is
+// flushed. Other state kept beside the keystore (the proxy's settings)
+// uses it too.
+func WriteFileAtomic(dir, name string, data []byte) error {
+	return writeFileAtomic(dir, name, data, false)
+}
+
 // writeFileAtomic replaces dir/name with data so that a crash leaves either
 // the old or the new content: it writes a temporary file (mode 0600) in dir,
 // flushes it, renames it over the target and flushes the directory. With

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"otrbnc/keystore"
 	"otrbnc/otrcore"
 )
 
@@ -27,7 +28,7 @@ const (
 	settingsVersion = 1
 	settingsPrefix  = "settings-"
 	settingsSuffix  = ".json"
-	settingsTemp    = ".tmp-settings-"
+	settingsTemp    = ".tmp-settings-" // keystore.WriteFileAtomic's temporary name for our files
 	// maxSettingsFile bounds how much of a settings file is read.
 	maxSettingsFile = 4 << 20
 	// maxRules bounds policy rules and ignore masks.
@@ -182,7 +183,7 @@ func parseSettings(data []byte, network string) (*savedState, error) {
 // saveSettings writes st atomically: a temporary file (mode 0600) is
 // written and flushed, renamed over the old file, and the directory is
 // flushed, so a crash leaves the old or the new settings.
-func saveSettings(dir string, st *savedState) (err error) {
+func saveSettings(dir string, st *savedState) error {
 	if dir == "" {
 		return errNoStateDir
 	}
@@ -195,41 +196,8 @@ func saveSettings(dir string, st *savedState) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
-	name := settingsPrefix + st.Network + settingsSuffix
-	f, err := os.CreateTemp(dir, settingsTemp+st.Network+settingsSuffix+"-*")
-	if err != nil {
+	if err := keystore.WriteFileAtomic(dir, settingsPrefix+st.Network+settingsSuffix, data); err != nil {
 		return fmt.Errorf("saving settings: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("saving settings: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("saving settings: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("saving settings: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("saving settings: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("saving settings: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		serr := d.Sync()
-		d.Close()
-		if serr != nil {
-			return fmt.Errorf("saving settings: flushing %s: %w", dir, serr)
-		}
 	}
 	return nil
 }
