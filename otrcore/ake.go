@@ -137,15 +137,19 @@ type akeEnv struct {
 	key  *PrivateKey
 }
 
-// reset forgets every AKE secret and returns to NONE.
+// reset forgets every AKE secret and returns to NONE. A nil *ake is
+// already NONE.
 func (a *ake) reset() {
+	if a == nil {
+		return
+	}
 	a.our.wipe()
 	a.keys.wipe()
 	*a = ake{}
 }
 
 // active reports whether an AKE is in progress.
-func (a *ake) active() bool { return a.state != authNone }
+func (a *ake) active() bool { return a != nil && a.state != authNone }
 
 // startCommit begins an AKE as initiator and returns the D-H Commit
 // message; the caller fills in the instance tags.

@@ -167,7 +167,7 @@ func (w *astWorld) ctx(c *Conversation, peerTag uint32) *instance {
 
 func (w *astWorld) auth(c *Conversation, peerTag uint32) authState {
 	if in := w.ctx(c, peerTag); in != nil {
-		return in.ake.state
+		return in.authState()
 	}
 	return authNone
 }
@@ -193,11 +193,12 @@ func (w *astWorld) wantPlain(c *Conversation, when string) {
 // master is that context already.
 func (w *astWorld) pinCommit(c *Conversation, peerTag uint32) {
 	w.t.Helper()
-	if c.master.ake.state != authAwaitingDHKey {
-		w.t.Fatalf("pinCommit: master is %v", c.master.ake.state)
+	if c.master.authState() != authAwaitingDHKey {
+		w.t.Fatalf("pinCommit: master is %v", c.master.authState())
 	}
 	if w.v == protocolV3 {
-		c.instanceFor(peerTag, true, w.now).ake = c.master.ake.clone()
+		cl := c.master.ake.clone()
+		c.instanceFor(peerTag, true, w.now).ake = &cl
 	}
 }
 
@@ -278,8 +279,8 @@ func (w *astWorld) secure(ini, rsp *Conversation, iniAcct, rspAcct *Account) {
 	}
 	w.wantAuth(ini, w.peerTag(iniAcct), authNone, "initiator after the AKE")
 	w.wantAuth(rsp, w.peerTag(rspAcct), authNone, "responder after the AKE")
-	if ini.master.ake.state != authNone || rsp.master.ake.state != authNone {
-		w.t.Fatalf("a pending commit outlives the session: masters %v/%v", ini.master.ake.state, rsp.master.ake.state)
+	if ini.master.authState() != authNone || rsp.master.authState() != authNone {
+		w.t.Fatalf("a pending commit outlives the session: masters %v/%v", ini.master.authState(), rsp.master.authState())
 	}
 	for _, d := range []struct {
 		from, to *Conversation
@@ -501,7 +502,7 @@ func TestAKEStateTable(t *testing.T) {
 			ini2 := w.conv(w.ini)
 			w.ignored(w.recv(ini2, a.dhKey), "D-H Key in NONE")
 			w.wantAuth(ini2, astTagR, authNone, "after the D-H Key")
-			if ini2.master.ake.state != authNone {
+			if ini2.master.authState() != authNone {
 				w.t.Fatal("master left NONE")
 			}
 			w.wantPlain(ini2, "after the D-H Key")
@@ -570,7 +571,7 @@ func TestAKEStateTable(t *testing.T) {
 					w.pinCommit(rsp2, astTagI)
 				}
 				w.ignored(w.recv(rsp2, a.revealSig), "Reveal Signature in AWAITING_DHKEY")
-				if rsp2.master.ake.state != authAwaitingDHKey || (pin && w.auth(rsp2, astTagI) != authAwaitingDHKey) {
+				if rsp2.master.authState() != authAwaitingDHKey || (pin && w.auth(rsp2, astTagI) != authAwaitingDHKey) {
 					w.t.Fatal("AWAITING_DHKEY left")
 				}
 				w.wantPlain(rsp2, "after the Reveal Signature")
@@ -621,7 +622,7 @@ func TestAKEStateTable(t *testing.T) {
 					w.pinCommit(ini2, astTagR)
 				}
 				w.ignored(w.recv(ini2, a.sig), "Signature in AWAITING_DHKEY")
-				if ini2.master.ake.state != authAwaitingDHKey || (pin && w.auth(ini2, astTagR) != authAwaitingDHKey) {
+				if ini2.master.authState() != authAwaitingDHKey || (pin && w.auth(ini2, astTagR) != authAwaitingDHKey) {
 					w.t.Fatal("AWAITING_DHKEY left")
 				}
 				w.wantPlain(ini2, "after the Signature")
@@ -675,7 +676,7 @@ func TestAKEStateVersionGating(t *testing.T) {
 			c := s.to(a)
 			state := w.auth(c, s.peerTag)
 			if s.state == authAwaitingDHKey {
-				state = c.master.ake.state // the commit lives in the master
+				state = c.master.authState() // the commit lives in the master
 			}
 			if state != s.state {
 				w.t.Fatalf("%s: set-up state %v, want %v", s.name, state, s.state)
@@ -706,8 +707,8 @@ func TestAKEStateOtherVersionDHKey(t *testing.T) {
 	}
 	v2 := dhKeyMsg{msgHeader: msgHeader{version: protocolV2, msgType: msgDHKey}, gy: k.gy}
 	w.ignored(w.recv(a.ini, encodeEnvelope(v2.marshal())), "v2 D-H Key for a v3 commit")
-	if a.ini.master.ake.state != authAwaitingDHKey || a.ini.master.ake.version != protocolV3 {
-		t.Fatalf("master is %v v%d", a.ini.master.ake.state, a.ini.master.ake.version)
+	if a.ini.master.authState() != authAwaitingDHKey || a.ini.master.ake.version != protocolV3 {
+		t.Fatalf("master is %v v%d", a.ini.master.authState(), a.ini.master.ake.version)
 	}
 	w.advance(a, 5)
 	w.secure(a.ini, a.rsp, w.ini, w.rsp)
@@ -726,7 +727,7 @@ func TestAKEStateGroupElementRange(t *testing.T) {
 		for name, v := range bad {
 			w.rejected(w.recv(a.ini, w.craftDHKey(v)), "g^y = "+name, EventProtocolError, errGroupElement)
 			w.wantPlain(a.ini, "after g^y = "+name)
-			if a.ini.master.ake.state != authAwaitingDHKey {
+			if a.ini.master.authState() != authAwaitingDHKey {
 				t.Fatalf("g^y = %s: commit forgotten", name)
 			}
 		}
@@ -941,7 +942,7 @@ func TestAKEStateCrossingCommits(t *testing.T) {
 		sx, sy := x.Status(), y.Status()
 		if sx.State != StateEncrypted || sy.State != StateEncrypted {
 			w.t.Fatalf("crossing D-H Commits: AKE stalled (%v/%v); authstates %v/%v, masters %v/%v",
-				sx.State, sy.State, w.auth(x, astTagR), w.auth(y, astTagI), x.master.ake.state, y.master.ake.state)
+				sx.State, sy.State, w.auth(x, astTagR), w.auth(y, astTagI), x.master.authState(), y.master.authState())
 		}
 		if sx.SSID != sy.SSID || sx.WeSentRevealSig == sy.WeSentRevealSig {
 			w.t.Fatal("SSIDs differ")

@@ -52,7 +52,7 @@ type instance struct {
 	tag      uint32
 	version  uint16
 	state    MsgState
-	ake      ake
+	ake      *ake // nil unless an AKE is under way
 	keys     *keyState
 	hasFP    bool // fp is set: a session was established at least once
 	fp       Fingerprint
@@ -68,6 +68,29 @@ type instance struct {
 	// recvSinceSent: a data message arrived after our last one, so the
 	// peer is waiting for our next key (heartbeat candidate).
 	recvSinceSent bool
+}
+
+// authState is the instance's AKE state (NONE when no AKE runs).
+func (in *instance) authState() authState {
+	if in.ake == nil {
+		return authNone
+	}
+	return in.ake.state
+}
+
+// startingAKE returns the instance's AKE state, allocating it when an
+// AKE begins; it is dropped again when the AKE ends.
+func (in *instance) startingAKE() *ake {
+	if in.ake == nil {
+		in.ake = &ake{}
+	}
+	return in.ake
+}
+
+// dropAKE forgets the AKE state and its secrets.
+func (in *instance) dropAKE() {
+	in.ake.reset()
+	in.ake = nil
 }
 
 // Conversation is the OTR state for one peer (on IRC, one nick) of one
@@ -187,7 +210,7 @@ func (c *Conversation) instanceFor(tag uint32, create bool, now time.Time) *inst
 
 // forgetInstance wipes every secret of an instance.
 func (c *Conversation) forgetInstance(in *instance) {
-	in.ake.reset()
+	in.dropAKE()
 	in.keys.wipe()
 	in.keys = nil
 	in.smp.reset()
@@ -282,7 +305,7 @@ func (c *Conversation) End(now time.Time) Result {
 			c.toPlaintext(in)
 			res.event(Event{Kind: EventGoneInsecure, Instance: in.tag, Version: int(in.version), Fingerprint: in.fp})
 		}
-		in.ake.reset()
+		in.dropAKE()
 	}
 	c.gotPlaintext = false
 	c.resendArmed = false
@@ -511,7 +534,7 @@ func (c *Conversation) startAKE(res *Result, now time.Time, offered versionSet) 
 	default:
 		return nil
 	}
-	a := &c.master.ake
+	a := c.master.startingAKE()
 	if a.state == authAwaitingDHKey && a.version == v && now.Sub(a.started) < queryInterval {
 		a.commit.msgHeader = c.header(c.master, v, msgDHCommit)
 		return c.emit(res, c.master, v, a.commit.marshal())
@@ -572,12 +595,13 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
 		}
-		if in != c.master && in.ake.state == authNone && c.master.ake.state == authAwaitingDHKey && c.master.ake.version == m.version {
+		if in != c.master && in.authState() == authNone && c.master.authState() == authAwaitingDHKey && c.master.ake.version == m.version {
 			// Our commit (sent before we knew this instance's tag) crossed
 			// theirs: the collision rule compares the two hashes here.
-			in.ake = c.master.ake.clone()
+			cl := c.master.ake.clone()
+			in.ake = &cl
 		}
-		out, err := in.ake.handleCommit(c.env(), &m, now)
+		out, err := in.startingAKE().handleCommit(c.env(), &m, now)
 		if err != nil {
 			return err
 		}
@@ -588,26 +612,28 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
 		}
-		a := &in.ake
-		var trial ake
-		if in != c.master && in.ake.state == authNone && c.master.ake.state == authAwaitingDHKey && c.master.ake.version == m.version {
+		a := in.ake
+		var trial *ake
+		if in != c.master && in.authState() == authNone && c.master.authState() == authAwaitingDHKey && c.master.ake.version == m.version {
 			// Our commit went out before we knew the peer's tag: this
 			// instance answers it, so it continues from a copy of the
 			// master's state, kept only if the D-H Key is accepted.
-			trial = c.master.ake.clone()
-			a = &trial
+			cl := c.master.ake.clone()
+			trial = &cl
+			a = trial
+		}
+		if a == nil {
+			return nil // NONE: a D-H Key is ignored
 		}
 		out, err := a.handleDHKey(c.env(), &m)
 		if err != nil || out == nil {
-			if a == &trial {
-				trial.reset()
-			}
+			trial.reset()
 			if err != nil {
 				res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
 			}
 			return nil
 		}
-		if a == &trial {
+		if trial != nil {
 			in.ake = trial
 		}
 		return c.emitAKE(res, in, out)
@@ -616,6 +642,9 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 		if err := m.unmarshal(payload); err != nil {
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
+		}
+		if in.ake == nil {
+			return nil // NONE: ignored
 		}
 		out, result, err := in.ake.handleRevealSig(c.env(), &m)
 		if err != nil {
@@ -634,6 +663,9 @@ func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) e
 		if err := m.unmarshal(payload); err != nil {
 			res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
 			return nil
+		}
+		if in.ake == nil {
+			return nil // NONE: ignored
 		}
 		result, err := in.ake.handleSig(c.env(), &m)
 		if err != nil {
@@ -699,11 +731,12 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 		r.ourKey.wipe()
 		return err
 	}
-	if in != c.master && c.master.ake.state == authAwaitingDHKey {
+	if in != c.master && c.master.authState() == authAwaitingDHKey {
 		// A commit we sent before knowing the peer's tag has been answered
 		// (or superseded) by this session; its secret must not outlive it.
-		c.master.ake.reset()
+		c.master.dropAKE()
 	}
+	in.dropAKE() // finished: the AKE state returned to NONE
 	in.keys.wipe()
 	in.keys = ks
 	in.smp.reset()
@@ -1022,7 +1055,7 @@ func (c *Conversation) Tick(now time.Time) Result {
 	var res Result
 	for _, in := range c.all() {
 		if in.ake.active() && now.Sub(in.ake.started) >= akeTimeout {
-			in.ake.reset()
+			in.dropAKE()
 		}
 		if in.state == StateEncrypted && in.recvSinceSent && now.Sub(in.lastSent) >= heartbeatInterval {
 			if err := c.sendData(&res, in, now, "", nil, flagIgnoreUnreadable); err != nil {
