@@ -254,7 +254,8 @@ type Status struct {
 	SSID            [8]byte
 	WeSentRevealSig bool
 	// SMPInProgress reports whether an SMP exchange is running;
-	// SMPAwaitingSecret whether the peer asked and we must answer.
+	// SMPAwaitingSecret whether the peer asked and we must answer, with
+	// SMPQuestion when SMPHasQuestion.
 	SMPInProgress     bool
 	SMPAwaitingSecret bool
 	SMPQuestion       string

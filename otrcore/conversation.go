@@ -59,8 +59,6 @@ type instance struct {
 	ssid     [8]byte
 	revealer bool // we sent the Reveal Signature in the AKE
 	smp      smpState
-	smpQ     string
-	smpHasQ  bool
 	frag     reassembler
 	lastSent time.Time
 	lastRecv time.Time
@@ -317,7 +315,6 @@ func (c *Conversation) toPlaintext(in *instance) {
 	in.keys.wipe()
 	in.keys = nil
 	in.smp.reset()
-	in.smpQ, in.smpHasQ = "", false
 	in.state = StatePlaintext
 }
 
@@ -740,7 +737,6 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 	in.keys.wipe()
 	in.keys = ks
 	in.smp.reset()
-	in.smpQ, in.smpHasQ = "", false
 	in.version = r.version
 	in.hasFP = true
 	in.fp = fp
@@ -914,22 +910,17 @@ func (c *Conversation) smpEvent(res *Result, in *instance, ev smpEvent) {
 		return
 	case smpRequest:
 		e.Kind, e.Question, e.HasQuestion = EventSMPRequest, ev.question, ev.hasQuestion
-		in.smpQ, in.smpHasQ = ev.question, ev.hasQuestion
 	case smpInProgress:
 		e.Kind = EventSMPProgress
 	case smpSucceeded:
 		e.Kind = EventSMPSucceeded
 		e.Verified = ev.verified
-		in.smpQ, in.smpHasQ = "", false
 	case smpFailed:
 		e.Kind = EventSMPFailed
-		in.smpQ, in.smpHasQ = "", false
 	case smpAborted:
 		e.Kind = EventSMPAborted
-		in.smpQ, in.smpHasQ = "", false
 	case smpCheated:
 		e.Kind, e.Err = EventSMPCheated, ev.err
-		in.smpQ, in.smpHasQ = "", false
 	default:
 		return
 	}
@@ -974,7 +965,6 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 		}
 		return res, err
 	}
-	in.smpQ, in.smpHasQ = question, hasQuestion
 	out = append(out, t)
 	return res, c.sendData(&res, in, now, "", out, flagIgnoreUnreadable)
 }
@@ -1007,7 +997,6 @@ func (c *Conversation) AbortSMP(now time.Time) (Result, error) {
 		return res, err
 	}
 	t := in.smp.abort()
-	in.smpQ, in.smpHasQ = "", false
 	res.event(Event{Kind: EventSMPAborted, Instance: in.tag, Fingerprint: in.fp})
 	return res, c.sendData(&res, in, now, "", []tlv{t}, flagIgnoreUnreadable)
 }
@@ -1087,7 +1076,7 @@ func (c *Conversation) Status() Status {
 		st.SSID, st.WeSentRevealSig = in.ssid, in.revealer
 		st.SMPInProgress = in.smp.inProgress()
 		st.SMPAwaitingSecret = in.smp.awaitingSecret()
-		st.SMPQuestion, st.SMPHasQuestion = in.smpQ, in.smpHasQ
+		st.SMPQuestion, st.SMPHasQuestion = in.smp.pendingQuestion()
 	}
 	for _, i := range c.all() {
 		if i.state != StatePlaintext || i.ake.active() {
