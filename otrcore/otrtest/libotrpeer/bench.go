@@ -103,7 +103,7 @@ func RunBench(ctx context.Context, workload string, n int) (BenchResult, error) 
 	}
 	cmd := exec.CommandContext(ctx, bin, "bench", workload, strconv.Itoa(n))
 	var stdout bytes.Buffer
-	var stderr tailBuffer
+	var stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()

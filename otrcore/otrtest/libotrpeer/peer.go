@@ -1,25 +1,22 @@
 package libotrpeer
 
 import (
-	"bufio"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
+
+	"otrbnc/otrcore/otrtest/linepeer"
 )
 
 // MaxLine is the longest command line, in bytes without the newline, that the
 // peer accepts. Free-form arguments are hex-encoded, so a single payload can
 // be at most about half of this.
-const MaxLine = 1 << 20
+const MaxLine = linepeer.MaxLine
 
 // MinMaxMessageSize is the smallest non-zero Options.MaxMessageSize accepted.
 // libotr does not guard against sizes at or below its fragment header length.
@@ -117,90 +114,14 @@ const (
 )
 
 // Event is one callback from libotr (or peer action) observed while a
-// command ran.
-type Event struct {
-	// Name is one of the Event* constants.
-	Name string
-	// Args holds the event's arguments, decoded (values may be binary).
-	Args map[string]string
-}
-
-// String formats the event for logs.
-func (e Event) String() string {
-	keys := make([]string, 0, len(e.Args))
-	for k := range e.Args {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(e.Name)
-	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%q", k, e.Args[k])
-	}
-	return b.String()
-}
+// command ran; Name is one of the Event* constants.
+type Event = linepeer.Event
 
 // Response is everything the peer reported for one command, in the order it
-// happened within each slice.
-type Response struct {
-	// Delivered is set by Recv when otrl_message_receiving says the
-	// message is for the user; Text is then what the user sees (the
-	// decrypted plaintext, or the plaintext without a whitespace tag).
-	Delivered bool
-	// Ignored is set by Recv when libotr consumed the message internally
-	// (AKE, fragment, heartbeat, SMP, disconnect, unreadable...).
-	Ignored bool
-	// Text is the delivered plaintext (Recv only).
-	Text string
-	// Out holds every line the peer sent to the network, in order: what
-	// libotr injected (all fragments, AKE messages, error messages,
-	// disconnects...) and, for Send, the original text when libotr left
-	// it alone.
-	Out []string
-	// OutTo holds the recipient of each line in Out (same length).
-	OutTo []string
-	// Events holds the callbacks libotr made, in order.
-	Events []Event
-	// Values holds the key/value results of status, symkey and identity
-	// queries.
-	Values map[string]string
-}
-
-// EventsNamed returns the events called name, in order.
-func (r *Response) EventsNamed(name string) []Event {
-	var evs []Event
-	for _, e := range r.Events {
-		if e.Name == name {
-			evs = append(evs, e)
-		}
-	}
-	return evs
-}
-
-// HasEvent reports whether an event called name occurred.
-func (r *Response) HasEvent(name string) bool {
-	return len(r.EventsNamed(name)) > 0
-}
-
-// MsgEvents returns the OtrlMessageEvent names ("OTRL_MSGEVENT_...") of the
-// handle_msg_event callbacks, in order.
-func (r *Response) MsgEvents() []string {
-	var names []string
-	for _, e := range r.EventsNamed(EventMsg) {
-		names = append(names, e.Args["event"])
-	}
-	return names
-}
-
-// SMPEvents returns the OtrlSMPEvent names ("OTRL_SMPEVENT_...") of the
-// handle_smp_event callbacks, in order.
-func (r *Response) SMPEvents() []string {
-	var names []string
-	for _, e := range r.EventsNamed(EventSMP) {
-		names = append(names, e.Args["event"])
-	}
-	return names
-}
+// happened within each slice. EventArgs(EventMsg, "event") lists the
+// OtrlMessageEvent names and EventArgs(EventSMP, "event") the OtrlSMPEvent
+// names.
+type Response = linepeer.Response
 
 // Status describes one libotr context (by default the best instance of the
 // conversation, OTRL_INSTAG_BEST).
@@ -237,17 +158,7 @@ type Status struct {
 func (s Status) Encrypted() bool { return s.MsgState == "encrypted" }
 
 // CommandError is returned when the peer answered a command with "err".
-type CommandError struct {
-	// Command is the command word, e.g. "send".
-	Command string
-	// Message is the peer's error text.
-	Message string
-}
-
-// Error formats the command and the peer's message.
-func (e *CommandError) Error() string {
-	return fmt.Sprintf("libotrpeer: %s: %s", e.Command, e.Message)
-}
+type CommandError = linepeer.CommandError
 
 // Options configure a peer started by Start.
 type Options struct {
@@ -282,21 +193,12 @@ type Options struct {
 // goroutines; commands are serialized.
 type Peer struct {
 	opts      Options
-	cmd       *exec.Cmd
-	stdin     io.WriteCloser
-	lines     chan string
-	quit      chan struct{}
-	exited    chan struct{}
-	waitErr   error
-	stderr    tailBuffer
+	conn      *linepeer.Conn
 	removeDir bool
 	identity  map[string]string
 	instag    uint32
-	closeOnce sync.Once
 	closeErr  error
-	mu        sync.Mutex // serializes commands; guards broken
-	broken    error
-	killOnce  sync.Once
+	closeOnce sync.Once
 }
 
 // Start builds (if needed) and starts a peer, and waits until it has loaded
@@ -331,12 +233,7 @@ func Start(ctx context.Context, opts Options) (*Peer, error) {
 		}
 		opts.Binary = bin
 	}
-	p := &Peer{
-		opts:   opts,
-		lines:  make(chan string),
-		quit:   make(chan struct{}),
-		exited: make(chan struct{}),
-	}
+	p := &Peer{opts: opts}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "libotrpeer-")
 		if err != nil {
@@ -355,25 +252,16 @@ func Start(ctx context.Context, opts Options) (*Peer, error) {
 	if opts.Instag != 0 {
 		args = append(args, "--instag", fmt.Sprintf("%08x", opts.Instag))
 	}
-	p.cmd = exec.CommandContext(ctx, opts.Binary, args...)
-	p.cmd.Stderr = &p.stderr
-	p.cmd.WaitDelay = 5 * time.Second
-	stdin, err := p.cmd.StdinPipe()
+	var logf func(string, ...any)
+	if opts.Log != nil {
+		logf = func(format string, args ...any) { opts.Log(opts.Account+" "+format, args...) }
+	}
+	conn, err := linepeer.Start(exec.CommandContext(ctx, opts.Binary, args...), "libotrpeer", logf)
 	if err != nil {
 		p.cleanupDir()
-		return nil, fmt.Errorf("libotrpeer: %w", err)
+		return nil, err
 	}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		p.cleanupDir()
-		return nil, fmt.Errorf("libotrpeer: %w", err)
-	}
-	p.stdin = stdin
-	if err := p.cmd.Start(); err != nil {
-		p.cleanupDir()
-		return nil, fmt.Errorf("libotrpeer: starting %s: %w", opts.Binary, err)
-	}
-	go p.readLoop(stdout)
+	p.conn = conn
 
 	// The peer announces itself with an identity response.
 	resp, err := p.exchange(ctx, "start", "")
@@ -391,22 +279,6 @@ func Start(ctx context.Context, opts Options) (*Peer, error) {
 	p.logf("%s: started: fingerprint %s instag %08x libotr %s", p.opts.Account,
 		resp.Values["fingerprint"], p.instag, resp.Values["libotr"])
 	return p, nil
-}
-
-func (p *Peer) readLoop(stdout io.Reader) {
-	r := bufio.NewReaderSize(stdout, 64*1024)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			break
-		}
-		select {
-		case p.lines <- strings.TrimSuffix(line, "\n"):
-		case <-p.quit:
-		}
-	}
-	p.waitErr = p.cmd.Wait()
-	close(p.exited)
 }
 
 // Account returns the peer's account name.
@@ -430,7 +302,7 @@ func (p *Peer) HumanFingerprint() string { return p.identity["human"] }
 func (p *Peer) Instag() uint32 { return p.instag }
 
 // Stderr returns the last few KiB the peer wrote to its standard error.
-func (p *Peer) Stderr() string { return p.stderr.String() }
+func (p *Peer) Stderr() string { return p.conn.Stderr() }
 
 // Recv passes a line received from `from` to otrl_message_receiving.
 // Response.Delivered/Text say what the user would see; Response.Out holds
@@ -587,20 +459,7 @@ func (p *Peer) SetPolicy(ctx context.Context, pol Policy) error {
 // and removes Dir if Start created it. It is safe to call more than once.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
-		p.mu.Lock()
-		if p.broken == nil {
-			p.broken = errors.New("libotrpeer: peer closed")
-			_, _ = io.WriteString(p.stdin, "quit\n")
-		}
-		p.mu.Unlock()
-		p.stdin.Close()
-		close(p.quit)
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			p.kill()
-			<-p.exited
-		}
+		p.conn.Close()
 		p.cleanupDir()
 	})
 	return p.closeErr
@@ -614,14 +473,6 @@ func (p *Peer) cleanupDir() {
 	}
 }
 
-func (p *Peer) kill() {
-	p.killOnce.Do(func() {
-		if p.cmd.Process != nil {
-			_ = p.cmd.Process.Kill()
-		}
-	})
-}
-
 func (p *Peer) logf(format string, args ...any) {
 	if p.opts.Log != nil {
 		p.opts.Log(format, args...)
@@ -630,252 +481,14 @@ func (p *Peer) logf(format string, args ...any) {
 
 // rawWord is a command argument sent as is (numbers, tags); other
 // arguments are strings and are hex-encoded.
-type rawWord string
-
-func encodeArg(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return hex.EncodeToString([]byte(s))
-}
+type rawWord = linepeer.Raw
 
 // do sends one command and collects its response.
 func (p *Peer) do(ctx context.Context, name string, args ...any) (Response, error) {
-	var b strings.Builder
-	b.WriteString(name)
-	for _, a := range args {
-		b.WriteByte(' ')
-		switch a := a.(type) {
-		case string:
-			b.WriteString(encodeArg(a))
-		case rawWord:
-			b.WriteString(string(a))
-		default:
-			panic(fmt.Sprintf("libotrpeer: bad argument type %T", a))
-		}
-	}
-	if b.Len() > MaxLine {
-		return Response{}, fmt.Errorf("libotrpeer: %s: command line of %d bytes exceeds %d", name, b.Len(), MaxLine)
-	}
-	if p.opts.Log != nil {
-		var words []string
-		for _, a := range args {
-			words = append(words, short(fmt.Sprint(a)))
-		}
-		p.logf("%s> %s %q", p.opts.Account, name, words)
-	}
-	b.WriteByte('\n')
-	return p.exchange(ctx, name, b.String())
+	return p.conn.Do(ctx, name, args...)
 }
 
 // exchange writes line (if any) and reads the response up to "ok" or "err".
 func (p *Peer) exchange(ctx context.Context, name, line string) (Response, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.broken != nil {
-		return Response{}, p.broken
-	}
-	if err := ctx.Err(); err != nil {
-		return Response{}, fmt.Errorf("libotrpeer: %s: %w", name, err)
-	}
-	// If ctx ends mid-command the protocol stream is out of step:
-	// kill the process, which also unblocks any pending write.
-	stop := context.AfterFunc(ctx, p.kill)
-	defer func() {
-		if !stop() && p.broken == nil {
-			// ctx ended just as the command finished: the
-			// process is being killed anyway.
-			p.broken = fmt.Errorf("libotrpeer: peer killed: %w", context.Cause(ctx))
-		}
-	}()
-
-	fail := func(err error) (Response, error) {
-		p.broken = err
-		p.kill()
-		return Response{}, err
-	}
-	if line != "" {
-		_, err := io.WriteString(p.stdin, line)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fail(fmt.Errorf("libotrpeer: %s: %w", name, ctx.Err()))
-			}
-			return fail(fmt.Errorf("libotrpeer: %s: writing to peer: %w%s", name, err, p.stderrNote()))
-		}
-	}
-	resp := Response{}
-	for {
-		var l string
-		select {
-		case l = <-p.lines:
-		case <-p.exited:
-			if ctx.Err() != nil {
-				return fail(fmt.Errorf("libotrpeer: %s: %w", name, ctx.Err()))
-			}
-			return fail(fmt.Errorf("libotrpeer: %s: peer exited (%v)%s", name, p.waitErr, p.stderrNote()))
-		case <-ctx.Done():
-			return fail(fmt.Errorf("libotrpeer: %s: %w", name, ctx.Err()))
-		}
-		if p.opts.Log != nil {
-			p.logf("%s< %s", p.opts.Account, describe(l))
-		}
-		done, err := parseLine(&resp, l)
-		if err != nil {
-			return fail(fmt.Errorf("libotrpeer: %s: %w", name, err))
-		}
-		if done {
-			if strings.HasPrefix(l, "err") {
-				return resp, &CommandError{Command: name, Message: strings.TrimPrefix(strings.TrimPrefix(l, "err"), " ")}
-			}
-			return resp, nil
-		}
-	}
-}
-
-func (p *Peer) stderrNote() string {
-	if s := strings.TrimSpace(p.stderr.String()); s != "" {
-		return "; stderr: " + s
-	}
-	return ""
-}
-
-// decodeField decodes a positional hex field ("-" is empty).
-func decodeField(s string) (string, error) {
-	if s == "-" {
-		return "", nil
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil || s == "" {
-		return "", fmt.Errorf("bad hex field %.40q", s)
-	}
-	return string(b), nil
-}
-
-// decodeKV decodes "key=hex" words into m.
-func decodeKV(m map[string]string, words []string) error {
-	for _, w := range words {
-		k, v, ok := strings.Cut(w, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("bad key=value word %.40q", w)
-		}
-		b, err := hex.DecodeString(v)
-		if err != nil {
-			return fmt.Errorf("bad hex value for %s", k)
-		}
-		m[k] = string(b)
-	}
-	return nil
-}
-
-// parseLine adds one response line to r; done is true for "ok" and "err".
-func parseLine(r *Response, line string) (done bool, err error) {
-	words := strings.Split(line, " ")
-	switch words[0] {
-	case "ok", "err":
-		return true, nil
-	case "out":
-		if len(words) != 3 {
-			return false, fmt.Errorf("malformed out line %.80q", line)
-		}
-		to, err1 := decodeField(words[1])
-		msg, err2 := decodeField(words[2])
-		if err := errors.Join(err1, err2); err != nil {
-			return false, err
-		}
-		r.Out = append(r.Out, msg)
-		r.OutTo = append(r.OutTo, to)
-	case "event":
-		if len(words) < 2 {
-			return false, fmt.Errorf("malformed event line %.80q", line)
-		}
-		e := Event{Name: words[1], Args: map[string]string{}}
-		if err := decodeKV(e.Args, words[2:]); err != nil {
-			return false, err
-		}
-		r.Events = append(r.Events, e)
-	case "msg":
-		if len(words) != 2 {
-			return false, fmt.Errorf("malformed msg line %.80q", line)
-		}
-		text, err := decodeField(words[1])
-		if err != nil {
-			return false, err
-		}
-		r.Delivered, r.Text = true, text
-	case "ignored":
-		r.Ignored = true
-	case "val":
-		if r.Values == nil {
-			r.Values = map[string]string{}
-		}
-		if err := decodeKV(r.Values, words[1:]); err != nil {
-			return false, err
-		}
-	default:
-		return false, fmt.Errorf("unexpected line from peer %.80q", line)
-	}
-	return false, nil
-}
-
-// describe renders a response line readably for Options.Log.
-func describe(line string) string {
-	words := strings.Split(line, " ")
-	if len(words) == 0 || words[0] == "err" || words[0] == "ok" {
-		return line
-	}
-	var b strings.Builder
-	b.WriteString(words[0])
-	for i, w := range words[1:] {
-		b.WriteByte(' ')
-		if words[0] == "event" && i == 0 {
-			b.WriteString(w)
-			continue
-		}
-		if k, v, ok := strings.Cut(w, "="); ok {
-			if d, err := hex.DecodeString(v); err == nil {
-				fmt.Fprintf(&b, "%s=%q", k, short(string(d)))
-				continue
-			}
-		} else if d, err := decodeField(w); err == nil {
-			fmt.Fprintf(&b, "%q", short(d))
-			continue
-		}
-		b.WriteString(w)
-	}
-	return b.String()
-}
-
-// short truncates long values for logs.
-func short(s string) string {
-	const max = 240
-	if len(s) <= max {
-		return s
-	}
-	return fmt.Sprintf("%s...(%d bytes)", s[:max], len(s))
-}
-
-// tailBuffer keeps the last few KiB written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailMax = 8 << 10
-
-// Write appends b, keeping only the last tailMax bytes.
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > tailMax {
-		t.buf = append(t.buf[:0:0], t.buf[len(t.buf)-tailMax:]...)
-	}
-	return len(b), nil
-}
-
-// String returns the bytes kept.
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
+	return p.conn.Exchange(ctx, name, line)
 }

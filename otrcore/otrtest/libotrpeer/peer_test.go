@@ -133,7 +133,7 @@ func (as arrivals) smpEvents(to string) []string {
 	var names []string
 	for _, a := range as {
 		if a.To == to {
-			names = append(names, a.Resp.SMPEvents()...)
+			names = append(names, a.Resp.EventArgs(EventSMP, "event")...)
 		}
 	}
 	return names
@@ -650,7 +650,7 @@ func TestEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(resp.Out) != 0 || !resp.HasEvent(EventInjectEmpty) ||
-		!strings.Contains(strings.Join(resp.MsgEvents(), " "), "OTRL_MSGEVENT_CONNECTION_ENDED") {
+		!strings.Contains(strings.Join(resp.EventArgs(EventMsg, "event"), " "), "OTRL_MSGEVENT_CONNECTION_ENDED") {
 		t.Errorf("send in FINISHED: %+v", resp)
 	}
 	if _, err := bob.End(ctx, "alice"); err != nil {
@@ -747,7 +747,7 @@ func TestPolicyAlwaysQueuesMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(r.Out) != 1 || !strings.HasPrefix(r.Out[0], "?OTRv") ||
-		strings.Join(r.MsgEvents(), " ") != "OTRL_MSGEVENT_ENCRYPTION_REQUIRED" {
+		strings.Join(r.EventArgs(EventMsg, "event"), " ") != "OTRL_MSGEVENT_ENCRYPTION_REQUIRED" {
 		t.Fatalf("REQUIRE_ENCRYPTION send: %+v", r)
 	}
 	arr := n.deliver(alice, r)

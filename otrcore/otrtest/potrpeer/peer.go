@@ -1,14 +1,12 @@
 package potrpeer
 
 import (
-	"bufio"
 	"context"
 	"crypto/dsa"
 	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore/otrtest/linepeer"
 )
 
 //go:embed peer.py
@@ -37,31 +37,10 @@ type Options struct {
 }
 
 // Event is one event line.
-type Event struct {
-	Name string
-	Args map[string]string
-}
+type Event = linepeer.Event
 
 // Response is what the peer reported for one command.
-type Response struct {
-	Delivered bool   // recv: text for the user
-	Text      string // recv: the delivered text
-	Ignored   bool   // recv: consumed internally
-	Out       []string
-	OutTo     []string
-	Events    []Event
-	Values    map[string]string
-}
-
-// HasEvent reports whether an event called name occurred.
-func (r *Response) HasEvent(name string) bool {
-	for _, e := range r.Events {
-		if e.Name == name {
-			return true
-		}
-	}
-	return false
-}
+type Response = linepeer.Response
 
 // Status is potr's view of one context.
 type Status struct {
@@ -74,11 +53,7 @@ type Status struct {
 }
 
 // CommandError is an "err" answer; the peer stays usable.
-type CommandError struct{ Command, Message string }
-
-func (e *CommandError) Error() string {
-	return fmt.Sprintf("potrpeer: %s: %s", e.Command, e.Message)
-}
+type CommandError = linepeer.CommandError
 
 var (
 	findOnce   sync.Once
@@ -146,21 +121,9 @@ func Require(tb testing.TB) string {
 
 // Peer is one running potr driver.
 type Peer struct {
-	opts   Options
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	stderr tailBuffer
-	lines  chan string
-	exited chan struct{}
-	quit   chan struct{}
-
+	opts        Options
+	conn        *linepeer.Conn
 	fingerprint string
-
-	mu        sync.Mutex
-	broken    error
-	waitErr   error
-	closeOnce sync.Once
-	killOnce  sync.Once
 }
 
 // Start runs a peer. ctx bounds the process's lifetime. Call Close.
@@ -182,24 +145,18 @@ func Start(ctx context.Context, opts Options) (*Peer, error) {
 	if k := opts.Key; k != nil {
 		key = fmt.Sprintf("%x:%x:%x:%x:%x", k.P, k.Q, k.G, k.Y, k.X)
 	}
-	p := &Peer{opts: opts, lines: make(chan string), exited: make(chan struct{}), quit: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, opts.Python, "-c", script,
+	cmd := exec.CommandContext(ctx, opts.Python, "-c", script,
 		"--account", opts.Account, "--mms", strconv.Itoa(opts.MaxMessageSize), "--key", key)
-	p.cmd.Stderr = &p.stderr
-	p.cmd.WaitDelay = 5 * time.Second
-	p.cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
-	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		return nil, fmt.Errorf("potrpeer: %w", err)
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
+	var logf func(string, ...any)
+	if opts.Log != nil {
+		logf = func(format string, args ...any) { opts.Log("potr "+format, args...) }
 	}
-	stdout, err := p.cmd.StdoutPipe()
+	conn, err := linepeer.Start(cmd, "potrpeer", logf)
 	if err != nil {
-		return nil, fmt.Errorf("potrpeer: %w", err)
+		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("potrpeer: starting %s: %w", opts.Python, err)
-	}
-	go p.readLoop(stdout)
+	p := &Peer{opts: opts, conn: conn}
 	resp, err := p.exchange(ctx, "start", "")
 	if err != nil {
 		p.Close()
@@ -213,28 +170,12 @@ func Start(ctx context.Context, opts Options) (*Peer, error) {
 	return p, nil
 }
 
-func (p *Peer) readLoop(stdout io.Reader) {
-	r := bufio.NewReaderSize(stdout, 64*1024)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			break
-		}
-		select {
-		case p.lines <- strings.TrimSuffix(line, "\n"):
-		case <-p.quit:
-		}
-	}
-	p.waitErr = p.cmd.Wait()
-	close(p.exited)
-}
-
 // Fingerprint returns potr's own fingerprint, 40 lower-case hex digits.
 func (p *Peer) Fingerprint() string { return p.fingerprint }
 
 // Stderr returns the tail of the peer's standard error (Python tracebacks,
 // potr's log warnings).
-func (p *Peer) Stderr() string { return p.stderr.String() }
+func (p *Peer) Stderr() string { return p.conn.Stderr() }
 
 // Recv passes a line received from `from` to potr.
 func (p *Peer) Recv(ctx context.Context, from, line string) (Response, error) {
@@ -301,193 +242,16 @@ func (p *Peer) Status(ctx context.Context, to string) (Status, error) {
 // Close asks the peer to exit and kills it if it does not. Safe to call
 // more than once.
 func (p *Peer) Close() error {
-	p.closeOnce.Do(func() {
-		p.mu.Lock()
-		if p.broken == nil {
-			p.broken = errors.New("potrpeer: peer closed")
-			_, _ = io.WriteString(p.stdin, "quit\n")
-		}
-		p.mu.Unlock()
-		p.stdin.Close()
-		close(p.quit)
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			p.kill()
-			<-p.exited
-		}
-	})
+	p.conn.Close()
 	return nil
 }
 
-func (p *Peer) kill() {
-	p.killOnce.Do(func() {
-		if p.cmd.Process != nil {
-			_ = p.cmd.Process.Kill()
-		}
-	})
-}
-
-type rawWord string
+type rawWord = linepeer.Raw
 
 func (p *Peer) do(ctx context.Context, name string, args ...any) (Response, error) {
-	var b strings.Builder
-	b.WriteString(name)
-	for _, a := range args {
-		b.WriteByte(' ')
-		switch a := a.(type) {
-		case string:
-			if a == "" {
-				b.WriteString("-")
-			} else {
-				b.WriteString(hex.EncodeToString([]byte(a)))
-			}
-		case rawWord:
-			b.WriteString(string(a))
-		}
-	}
-	if p.opts.Log != nil {
-		p.opts.Log("potr> %s %q", name, args)
-	}
-	b.WriteByte('\n')
-	return p.exchange(ctx, name, b.String())
+	return p.conn.Do(ctx, name, args...)
 }
 
 func (p *Peer) exchange(ctx context.Context, name, line string) (Response, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.broken != nil {
-		return Response{}, p.broken
-	}
-	if err := ctx.Err(); err != nil {
-		return Response{}, fmt.Errorf("potrpeer: %s: %w", name, err)
-	}
-	stop := context.AfterFunc(ctx, p.kill)
-	defer func() {
-		if !stop() && p.broken == nil {
-			p.broken = fmt.Errorf("potrpeer: peer killed: %w", context.Cause(ctx))
-		}
-	}()
-	fail := func(err error) (Response, error) {
-		p.broken = err
-		p.kill()
-		return Response{}, err
-	}
-	if line != "" {
-		if _, err := io.WriteString(p.stdin, line); err != nil {
-			return fail(fmt.Errorf("potrpeer: %s: writing to peer: %w; stderr: %s", name, err, p.stderr.String()))
-		}
-	}
-	var resp Response
-	for {
-		var l string
-		select {
-		case l = <-p.lines:
-		case <-p.exited:
-			return fail(fmt.Errorf("potrpeer: %s: peer exited (%v); stderr: %s", name, p.waitErr, p.stderr.String()))
-		case <-ctx.Done():
-			return fail(fmt.Errorf("potrpeer: %s: %w", name, ctx.Err()))
-		}
-		if p.opts.Log != nil {
-			p.opts.Log("potr< %.300s", l)
-		}
-		words := strings.Split(l, " ")
-		switch words[0] {
-		case "ok":
-			return resp, nil
-		case "err":
-			return resp, &CommandError{Command: name, Message: strings.TrimPrefix(strings.TrimPrefix(l, "err"), " ")}
-		}
-		if err := parseLine(&resp, words); err != nil {
-			return fail(fmt.Errorf("potrpeer: %s: %w in %.80q", name, err, l))
-		}
-	}
-}
-
-func decodeField(s string) (string, error) {
-	if s == "-" {
-		return "", nil
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil || s == "" {
-		return "", errors.New("bad hex field")
-	}
-	return string(b), nil
-}
-
-func decodeKV(m map[string]string, words []string) error {
-	for _, w := range words {
-		k, v, ok := strings.Cut(w, "=")
-		b, err := hex.DecodeString(v)
-		if !ok || k == "" || err != nil {
-			return errors.New("bad key=value word")
-		}
-		m[k] = string(b)
-	}
-	return nil
-}
-
-func parseLine(r *Response, words []string) error {
-	switch words[0] {
-	case "out":
-		if len(words) != 3 {
-			return errors.New("malformed out line")
-		}
-		to, err1 := decodeField(words[1])
-		msg, err2 := decodeField(words[2])
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		r.Out, r.OutTo = append(r.Out, msg), append(r.OutTo, to)
-	case "event":
-		if len(words) < 2 {
-			return errors.New("malformed event line")
-		}
-		e := Event{Name: words[1], Args: map[string]string{}}
-		if err := decodeKV(e.Args, words[2:]); err != nil {
-			return err
-		}
-		r.Events = append(r.Events, e)
-	case "msg":
-		if len(words) != 2 {
-			return errors.New("malformed msg line")
-		}
-		text, err := decodeField(words[1])
-		if err != nil {
-			return err
-		}
-		r.Delivered, r.Text = true, text
-	case "ignored":
-		r.Ignored = true
-	case "val":
-		if r.Values == nil {
-			r.Values = map[string]string{}
-		}
-		return decodeKV(r.Values, words[1:])
-	default:
-		return errors.New("unexpected line from peer")
-	}
-	return nil
-}
-
-// tailBuffer keeps the last few KiB written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > 8<<10 {
-		t.buf = append(t.buf[:0:0], t.buf[len(t.buf)-8<<10:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
+	return p.conn.Exchange(ctx, name, line)
 }
