@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"otrbnc/proxy/config"
+
 	"gopkg.in/irc.v4"
 )
 
@@ -124,7 +126,7 @@ func TestTLSListener(t *testing.T) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 	cfg := testConfig("127.0.0.1:1")
-	cfg.Listen = []ListenConfig{{Address: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile}}
+	cfg.Listen = []config.ListenConfig{{Address: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile}}
 	env := startProxy(t, cfg, Options{})
 	nc, err := tls.Dial("tcp", env.addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -138,44 +137,6 @@ func otrCommands() []serviceCommand {
 			examples: []string{"discard bob"}, minArgs: 1, maxArgs: 1, run: cmdDiscard,
 		},
 	}
-}
-
-// Version is otrbnc's version as shown by "*otr version"; a release build
-// sets it with -ldflags "-X otrbnc/proxy.Version=…". Empty means the
-// module version or VCS revision from the build information.
-var Version = ""
-
-// versionString returns the version to show.
-func versionString() string {
-	if Version != "" {
-		return Version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	switch {
-	case rev == "":
-		return "devel"
-	case dirty:
-		return "devel-" + rev + "-dirty"
-	}
-	return "devel-" + rev
 }
 
 func (n *network) requireUp() error {
@@ -1048,7 +1009,7 @@ func cmdPlain(n *network, dc *downstream, args []string) error {
 }
 
 func cmdVersion(n *network, dc *downstream, args []string) error {
-	n.notify(dc, fmt.Sprintf("otrbnc %s: OTR protocol versions 3 and 2; built with %s", versionString(), runtime.Version()))
+	n.notify(dc, fmt.Sprintf("otrbnc %s: OTR protocol versions 3 and 2; built with %s", n.srv.opts.Version, runtime.Version()))
 	return nil
 }
 

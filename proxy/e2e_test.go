@@ -12,6 +12,7 @@ import (
 
 	"otrbnc/otrcore"
 	"otrbnc/otrcore/otrtest/libotrpeer"
+	"otrbnc/proxy/config"
 )
 
 // TestE2EChannelsAndClients: channels pass untouched, two clients share the
@@ -199,7 +200,7 @@ func TestE2EDefaultFloodLimits(t *testing.T) {
 	ircd := startNgircd(t, false)
 	cfg := testConfig(ircd.Addr)
 	cfg.Network[0].RateBurst = 5
-	cfg.Network[0].RateInterval = Duration{time.Second}
+	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
 	eng := newLibotrEngine(t, "bob", libotrpeer.PolicyManual)
@@ -303,7 +304,7 @@ func TestE2EDetachedBuffer(t *testing.T) {
 	c.expect("decrypted replay", privmsgFrom("bob", "while you were away"))
 	m := c.expect("marked replay", privmsgFrom("bob", "and this in clear"))
 	// A client without server-time sees when the message arrived.
-	if !regexp.MustCompile(`^\[\d\d:\d\d:\d\d\] ` + regexp.QuoteMeta(DefaultPlaintextMarker) + ` and this in clear$`).MatchString(m.Trailing()) {
+	if !regexp.MustCompile(`^\[\d\d:\d\d:\d\d\] ` + regexp.QuoteMeta(config.DefaultPlaintextMarker) + ` and this in clear$`).MatchString(m.Trailing()) {
 		t.Errorf("plaintext replayed as %q", m.Trailing())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/irc.v4"
 
 	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 )
 
 // fakeNet is a small IRC server for tests, played by the test itself: it
@@ -30,7 +31,7 @@ type fakeNet struct {
 
 // startFakeNet runs otrbnc against a fakeNet offering caps (a CAP LS
 // value) and waits until the upstream is registered.
-func startFakeNet(t *testing.T, caps string, cfg func(*Config), opts Options) (*proxyEnv, *fakeNet) {
+func startFakeNet(t *testing.T, caps string, cfg func(*config.Config), opts Options) (*proxyEnv, *fakeNet) {
 	t.Helper()
 	addr, conns := fakeServer(t, nil)
 	c := testConfig(addr)

@@ -13,7 +13,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/irc.v4"
 
+	"otrbnc/keystore"
 	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 	"otrbnc/proxy/ircdtest"
 )
 
@@ -215,38 +217,58 @@ type proxyEnv struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan struct{}
-	ids    *MemoryIdentities
-	cfg    *Config
+	ids    KeystoreIdentities
+	cfg    *config.Config
+}
+
+// testIdentities opens a keystore in a temporary directory with an
+// account per network of cfg, holding one of the test keys (so that no
+// test waits for key generation). The store is closed when the test ends.
+func testIdentities(t testing.TB, cfg *config.Config) KeystoreIdentities {
+	t.Helper()
+	store, err := keystore.Open(t.TempDir(), keystore.Options{})
+	if err != nil {
+		t.Fatalf("keystore: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	for i, n := range cfg.Network {
+		acct, err := store.Account(n.Name)
+		if err != nil {
+			t.Fatalf("keystore account: %v", err)
+		}
+		if _, err := acct.ReplaceKey(context.Background(), testKey(t, i%2).DSA()); err != nil {
+			t.Fatalf("keystore key: %v", err)
+		}
+	}
+	return KeystoreIdentities{Store: store}
 }
 
 // testConfig returns a valid config for one network at upstream.
-func testConfig(upstream string) *Config {
-	return &Config{
+func testConfig(upstream string) *config.Config {
+	return &config.Config{
 		PasswordHash: testPasswordHash(),
-		Listen:       []ListenConfig{{Address: "127.0.0.1:0"}},
-		Network: []NetworkConfig{{
+		Listen:       []config.ListenConfig{{Address: "127.0.0.1:0"}},
+		Network: []config.NetworkConfig{{
 			Name:         "test",
 			Address:      "irc+insecure://" + upstream,
 			Nick:         "alice",
 			RateBurst:    400,
-			RateInterval: Duration{time.Millisecond},
-			ReconnectMin: Duration{50 * time.Millisecond},
-			ReconnectMax: Duration{300 * time.Millisecond},
+			RateInterval: config.Duration{Duration: time.Millisecond},
+			ReconnectMin: config.Duration{Duration: 50 * time.Millisecond},
+			ReconnectMax: config.Duration{Duration: 300 * time.Millisecond},
 		}},
 	}
 }
 
 // startProxy runs otrbnc with cfg (defaults applied here).
-func startProxy(t testing.TB, cfg *Config, opts Options) *proxyEnv {
+func startProxy(t testing.TB, cfg *config.Config, opts Options) *proxyEnv {
 	t.Helper()
-	if err := cfg.applyDefaults(); err != nil {
+	if err := cfg.ApplyDefaults(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	ids := NewMemoryIdentities()
-	for i, n := range cfg.Network {
-		ids.SetKey(n.Name, testKey(t, i%2), 0x1000+uint32(i))
-	}
+	ids, _ := opts.Identities.(KeystoreIdentities)
 	if opts.Identities == nil {
+		ids = testIdentities(t, cfg)
 		opts.Identities = ids
 	}
 	if opts.TickInterval == 0 {

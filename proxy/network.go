@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"otrbnc/proxy/config"
+
 	"gopkg.in/irc.v4"
 )
 
@@ -62,7 +64,7 @@ const (
 // fields below "owned" are touched only by the run goroutine.
 type network struct {
 	srv     *Server
-	cfg     NetworkConfig
+	cfg     config.NetworkConfig
 	logger  *slog.Logger
 	events  chan any
 	stopped chan struct{}
@@ -126,7 +128,7 @@ type namesRequest struct {
 	dc      *downstream
 }
 
-func newNetwork(s *Server, cfg NetworkConfig) (*network, error) {
+func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 	n := &network{
 		srv:       s,
 		cfg:       cfg,

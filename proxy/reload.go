@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 )
 
 // reloadTimeout bounds how long Reload waits for each network goroutine.
@@ -43,7 +44,7 @@ func (s *Server) passwordHash() string {
 	return s.cfg.PasswordHash
 }
 
-// Reload applies cfg, a configuration read with LoadConfig or ParseConfig,
+// Reload applies cfg, a configuration read with config.LoadConfig or config.ParseConfig,
 // to the running server without dropping any connection or ending any OTR
 // session. Call it while Serve runs (otrbnc calls it on SIGHUP).
 //
@@ -68,7 +69,7 @@ func (s *Server) passwordHash() string {
 // again). It returns an error, having applied nothing, if
 // cfg cannot be applied, and an error naming the networks that did not
 // answer in time.
-func (s *Server) Reload(cfg *Config) (restart []string, err error) {
+func (s *Server) Reload(cfg *config.Config) (restart []string, err error) {
 	if cfg == nil {
 		return nil, errors.New("reload: no configuration")
 	}
@@ -81,7 +82,7 @@ func (s *Server) Reload(cfg *Config) (restart []string, err error) {
 	// Check everything before changing anything.
 	type plan struct {
 		n     *network
-		nc    NetworkConfig
+		nc    config.NetworkConfig
 		def   otrcore.Policy
 		peers map[string]otrcore.Policy
 	}
@@ -126,7 +127,7 @@ func (s *Server) Reload(cfg *Config) (restart []string, err error) {
 	return restart, nil
 }
 
-func findNetworkConfig(cfg *Config, name string) *NetworkConfig {
+func findNetworkConfig(cfg *config.Config, name string) *config.NetworkConfig {
 	for i := range cfg.Network {
 		if strings.EqualFold(cfg.Network[i].Name, name) {
 			return &cfg.Network[i]
@@ -139,7 +140,7 @@ func findNetworkConfig(cfg *Config, name string) *NetworkConfig {
 // configuration-file layer of the network's settings. What the user set
 // with *otr (saved in the state directory) stays on top of it, as at
 // startup.
-func (n *network) applyReload(cfg NetworkConfig, def otrcore.Policy, peers map[string]otrcore.Policy) {
+func (n *network) applyReload(cfg config.NetworkConfig, def otrcore.Policy, peers map[string]otrcore.Policy) {
 	n.otr.policy = def
 	n.otr.policies = make(map[string]otrcore.Policy, len(peers))
 	for nick, p := range peers {
@@ -158,7 +159,7 @@ func (n *network) applyReload(cfg NetworkConfig, def otrcore.Policy, peers map[s
 
 // restartNeeded lists the settings that differ between old and cfg and
 // that Reload does not apply.
-func restartNeeded(old, cfg *Config) []string {
+func restartNeeded(old, cfg *config.Config) []string {
 	out := diffFields("", reflect.ValueOf(*old), reflect.ValueOf(*cfg), reloadableTop)
 	var oldNames, newNames []string
 	for _, n := range old.Network {

@@ -11,10 +11,11 @@ import (
 	"gopkg.in/irc.v4"
 
 	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 )
 
 // cloneConfig copies cfg deeply enough for Reload tests.
-func cloneConfig(cfg *Config) *Config {
+func cloneConfig(cfg *config.Config) *config.Config {
 	c := *cfg
 	c.Listen = slices.Clone(cfg.Listen)
 	c.Network = slices.Clone(cfg.Network)
@@ -28,7 +29,7 @@ func cloneConfig(cfg *Config) *Config {
 func TestReloadAppliesWithoutDroppingClients(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig("127.0.0.1:1")
-	cfg.Network[0].Peers = map[string]PeerConfig{"Erin": {Policy: "never"}, "frank": {Policy: "always"}}
+	cfg.Network[0].Peers = map[string]config.PeerConfig{"Erin": {Policy: "never"}, "frank": {Policy: "always"}}
 	env := startProxy(t, cfg, Options{})
 	c := registerClient(t, env.addr, "alice")
 
@@ -52,7 +53,7 @@ func TestReloadAppliesWithoutDroppingClients(t *testing.T) {
 	next.Listen[0].Address = "127.0.0.1:1"
 	nc := &next.Network[0]
 	nc.Policy = "opportunistic"
-	nc.Peers = map[string]PeerConfig{"frank": {Policy: "always"}, "Dave": {Policy: "always"}}
+	nc.Peers = map[string]config.PeerConfig{"frank": {Policy: "always"}, "Dave": {Policy: "always"}}
 	nc.PlaintextMarker = "[CLEAR]"
 	nc.FragmentSize = 300
 	nc.Nick = "alice2"
@@ -135,32 +136,32 @@ func TestReloadRestartNeeded(t *testing.T) {
 	base := testConfig("127.0.0.1:1")
 	base.Network = append(base.Network, base.Network[0])
 	base.Network[1].Name = "other"
-	if err := base.applyDefaults(); err != nil {
+	if err := base.ApplyDefaults(); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name   string
-		change func(c *Config)
+		change func(c *config.Config)
 		want   []string
 	}{
-		{"nothing", func(c *Config) {}, nil},
-		{"reloadable only", func(c *Config) {
+		{"nothing", func(c *config.Config) {}, nil},
+		{"reloadable only", func(c *config.Config) {
 			c.LogLevel = "error"
 			c.PasswordHash = "x"
 			c.Network[1].Policy = "always"
-			c.Network[1].Peers = map[string]PeerConfig{"a": {Policy: "never"}}
+			c.Network[1].Peers = map[string]config.PeerConfig{"a": {Policy: "never"}}
 		}, nil},
-		{"state", func(c *Config) { c.StateDir = "/elsewhere"; c.PassphraseFile = "/p" }, []string{"state_dir", "passphrase_file"}},
-		{"added", func(c *Config) {
+		{"state", func(c *config.Config) { c.StateDir = "/elsewhere"; c.PassphraseFile = "/p" }, []string{"state_dir", "passphrase_file"}},
+		{"added", func(c *config.Config) {
 			c.Network = append(c.Network, c.Network[0])
 			c.Network[2].Name = "third"
 		}, []string{"network third: added"}},
-		{"removed", func(c *Config) { c.Network = c.Network[:1] }, []string{"network other: removed"}},
-		{"reordered", func(c *Config) { c.Network[0], c.Network[1] = c.Network[1], c.Network[0] }, []string{"network order (the first network is the default for clients)"}},
-		{"upstream", func(c *Config) {
+		{"removed", func(c *config.Config) { c.Network = c.Network[:1] }, []string{"network other: removed"}},
+		{"reordered", func(c *config.Config) { c.Network[0], c.Network[1] = c.Network[1], c.Network[0] }, []string{"network order (the first network is the default for clients)"}},
+		{"upstream", func(c *config.Config) {
 			c.Network[0].Address = "ircs://example.net"
 			c.Network[0].SASL.Password = "pw"
-			c.Network[0].RateInterval = Duration{time.Hour}
+			c.Network[0].RateInterval = config.Duration{Duration: time.Hour}
 		}, []string{"network test: address", "network test: sasl", "network test: rate_interval"}},
 	}
 	for _, tc := range cases {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"otrbnc/proxy/config"
 )
 
 // DefaultAuthFailDelay is the pause after a wrong client password.
@@ -22,7 +24,8 @@ type Options struct {
 	// never logged.
 	Logger *slog.Logger
 	// Identities provides each network's OTR key, instance tag and trust
-	// store. Nil keeps ephemeral keys in memory (tests).
+	// store (KeystoreIdentities). It is required: otrbnc never falls back
+	// to throwaway keys.
 	Identities Identities
 	// Now is the clock driving OTR timers; nil means time.Now.
 	Now func() time.Time
@@ -32,6 +35,9 @@ type Options struct {
 	AuthFailDelay time.Duration
 	// ShutdownTimeout bounds the final flush; 0 means 5 seconds.
 	ShutdownTimeout time.Duration
+	// Version is otrbnc's version as "*otr version" shows it; empty means
+	// "devel".
+	Version string
 	// StateDir is where the *otr settings of each network are saved
 	// (settings-NETWORK.json); empty means the configuration's
 	// state_dir. With neither, settings last until otrbnc stops.
@@ -41,7 +47,7 @@ type Options struct {
 // Server is a running otrbnc: listeners plus one owner goroutine per
 // network.
 type Server struct {
-	cfg          *Config
+	cfg          *config.Config
 	opts         Options
 	logger       *slog.Logger
 	networks     []*network
@@ -53,7 +59,7 @@ type Server struct {
 }
 
 // NewServer checks cfg and prepares a Server; nothing runs until Serve.
-func NewServer(cfg *Config, opts Options) (*Server, error) {
+func NewServer(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -63,11 +69,14 @@ func NewServer(cfg *Config, opts Options) (*Server, error) {
 	if opts.TickInterval <= 0 {
 		opts.TickInterval = 5 * time.Second
 	}
+	if opts.Version == "" {
+		opts.Version = "devel"
+	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 5 * time.Second
 	}
 	if opts.Identities == nil {
-		opts.Identities = NewMemoryIdentities()
+		return nil, errors.New("proxy: no identity store (Options.Identities); otrbnc never uses throwaway keys")
 	}
 	if len(cfg.Network) == 0 {
 		return nil, errors.New("no network configured")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"otrbnc/proxy/config"
 )
 
 // serviceCommand is one command of the *otr service. The table of
@@ -264,7 +266,7 @@ func renderCommandsDoc() string {
 	b.WriteString("\n## Settings\n\nShown with `set`, changed with `set <name> <value>`, back to the configuration file's value with `set <name> unset`.\n\n| Setting | Values | Default | What it does |\n|---|---|---|---|\n")
 	for _, s := range settingsTable {
 		def := map[string]string{
-			"marker":        "`plaintext_marker` of the configuration (`" + DefaultPlaintextMarker + "`)",
+			"marker":        "`plaintext_marker` of the configuration (`" + config.DefaultPlaintextMarker + "`)",
 			"fragment_size": "`fragment_size` of the configuration (`auto`)",
 		}[s.name]
 		if def == "" {

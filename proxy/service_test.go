@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/irc.v4"
 
+	"otrbnc/keystore"
 	"otrbnc/otrcore"
 )
 
@@ -211,10 +213,7 @@ func TestServiceCommands(t *testing.T) {
 // background, ends running conversations and announces the new key.
 func TestServiceGenkey(t *testing.T) {
 	t.Parallel()
-	ids := NewMemoryIdentities()
-	ids.SetKey("test", testKey(t, 0), 0x1000)
-	ids.GenerateKey = func() (*otrcore.PrivateKey, error) { return testKey(t, 2), nil }
-	env, fn := startFakeNet(t, "", nil, Options{Identities: ids})
+	env, fn := startFakeNet(t, "", nil, Options{})
 	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
 	c := registerClient(t, env.addr, "alice")
 	bob.secure(c)
@@ -227,15 +226,26 @@ func TestServiceGenkey(t *testing.T) {
 	token = m.Trailing()[strings.LastIndexByte(m.Trailing(), ' ')+1:]
 	cmd(c, "genkey "+token, "generating a new key in the background")
 	c.expect("session ended", serviceSays("[bob] private conversation ended"))
-	c.expect("new key", serviceSays("your fingerprint is now "+testKey(t, 2).Fingerprint().String()))
+	m = c.expect("new key", serviceSays("your fingerprint is now "))
+	acct, err := env.ids.Store.Account("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFP, err := acct.Fingerprint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newFP == keystore.Fingerprint(testKey(t, 0).Fingerprint()) || !strings.Contains(m.Trailing(), otrcore.Fingerprint(newFP).String()) {
+		t.Fatalf("announced %q; the keystore holds %s", m.Trailing(), otrcore.Fingerprint(newFP))
+	}
 	bob.expectEvent(otrcore.EventPeerFinished)
-	cmd(c, "fingerprint", testKey(t, 2).Fingerprint().String())
+	cmd(c, "fingerprint", otrcore.Fingerprint(newFP).String())
 	// New sessions use the new key.
 	bob.do(func(cv *otrcore.Conversation) (otrcore.Result, error) { return cv.End(time.Now()), nil })
 	bob.start()
 	c.expect("gone secure", serviceSays("private conversation with bob started"))
 	ev := bob.expectEvent(otrcore.EventGoneSecure)
-	if ev.Fingerprint != testKey(t, 2).Fingerprint() {
+	if ev.Fingerprint != otrcore.Fingerprint(newFP) {
 		t.Errorf("the peer sees %s", ev.Fingerprint)
 	}
 }
@@ -350,7 +360,7 @@ func TestSettingsAndPolicyPersist(t *testing.T) {
 	bad := []byte(`{"format":"otrbnc-settings","version":1,"network":"test","default_policy":"sometimes"}`)
 	writeFile(t, settingsPath(dir, "test"), bad)
 	cfg := testConfig("127.0.0.1:1")
-	cfg.applyDefaults()
+	cfg.ApplyDefaults()
 	_, err = NewServer(cfg, Options{StateDir: dir, Identities: env.ids})
 	if err == nil || !strings.Contains(err.Error(), "settings-test.json") {
 		t.Errorf("damaged settings: %v", err)

@@ -15,6 +15,7 @@ import (
 
 	"otrbnc/keystore"
 	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 )
 
 // What a network remembers across restarts: the *otr settings, policies
@@ -262,8 +263,8 @@ var settingsTable = []setting{
 				return "auto", nil
 			}
 			k, err := strconv.Atoi(v)
-			if err != nil || k < minFragmentSize || k > maxFragmentSize {
-				return "", fmt.Errorf("want auto or a number from %d to %d", minFragmentSize, maxFragmentSize)
+			if err != nil || k < config.MinFragmentSize || k > config.MaxFragmentSize {
+				return "", fmt.Errorf("want auto or a number from %d to %d", config.MinFragmentSize, config.MaxFragmentSize)
 			}
 			return strconv.Itoa(k), nil
 		},
@@ -271,7 +272,12 @@ var settingsTable = []setting{
 	{
 		name: "marker", values: "text",
 		help: "the text put before a message that arrived unencrypted during a private conversation",
-		def:  func(n *network) string { return n.cfg.PlaintextMarker },
+		def: func(n *network) string {
+			if m := strings.TrimSpace(neutralize(n.cfg.PlaintextMarker)); m != "" {
+				return m
+			}
+			return config.DefaultPlaintextMarker
+		},
 		parse: func(v string) (string, error) {
 			v = strings.TrimSpace(neutralize(v))
 			if v == "" || len(v) > 64 {

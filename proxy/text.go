@@ -3,12 +3,12 @@ package proxy
 import (
 	"strings"
 	"unicode/utf8"
+
+	"otrbnc/proxy/config"
 )
 
 // Fragment size bounds (bytes of one OTR message line, header included).
 const (
-	minFragmentSize = 200
-	maxFragmentSize = 480
 	// fragmentMargin is subtracted from the computed room for safety
 	// (servers that add a byte or two, a host change we have not seen yet).
 	fragmentMargin = 10
@@ -21,7 +21,7 @@ const (
 // fragmentSize returns the largest OTR fragment that a PRIVMSG from
 // nick!user@host to peer can carry once the server has added our prefix:
 // 512 − len(":nick!user@host PRIVMSG peer :" CRLF) − margin, clamped to
-// [minFragmentSize, maxFragmentSize]. Unknown user or host (empty) count
+// [config.MinFragmentSize, config.MaxFragmentSize]. Unknown user or host (empty) count
 // as their maximum length.
 func fragmentSize(nick, user, host, peer string) int {
 	u, h := len(user), len(host)
@@ -34,11 +34,11 @@ func fragmentSize(nick, user, host, peer string) int {
 	// ":" nick "!" user "@" host " PRIVMSG " peer " :" payload "\r\n"
 	fixed := 1 + len(nick) + 1 + u + 1 + h + len(" PRIVMSG ") + len(peer) + len(" :") + 2
 	n := 512 - fixed - fragmentMargin
-	if n < minFragmentSize {
-		n = minFragmentSize
+	if n < config.MinFragmentSize {
+		n = config.MinFragmentSize
 	}
-	if n > maxFragmentSize {
-		n = maxFragmentSize
+	if n > config.MaxFragmentSize {
+		n = config.MaxFragmentSize
 	}
 	return n
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"otrbnc/proxy/config"
 )
 
 func TestFragmentSize(t *testing.T) {
@@ -17,8 +19,8 @@ func TestFragmentSize(t *testing.T) {
 		// Unknown user and host count as their maximum.
 		{"alice", "", "", "bob", 496 - 5 - 11 - 63 - 3 - fragmentMargin},
 		// Clamped.
-		{"a", "u", "h", "b", maxFragmentSize},
-		{strings.Repeat("n", 100), "u", strings.Repeat("h", 200), "b", minFragmentSize},
+		{"a", "u", "h", "b", config.MaxFragmentSize},
+		{strings.Repeat("n", 100), "u", strings.Repeat("h", 200), "b", config.MinFragmentSize},
 	}
 	for _, c := range cases {
 		if got := fragmentSize(c.nick, c.user, c.host, c.peer); got != c.want {
@@ -26,7 +28,7 @@ func TestFragmentSize(t *testing.T) {
 		}
 		// The relayed line fits in 512 bytes.
 		line := ":" + c.nick + "!" + c.user + "@" + c.host + " PRIVMSG " + c.peer + " :" + strings.Repeat("x", fragmentSize(c.nick, c.user, c.host, c.peer)) + "\r\n"
-		if len(line) > 512 && fragmentSize(c.nick, c.user, c.host, c.peer) != minFragmentSize {
+		if len(line) > 512 && fragmentSize(c.nick, c.user, c.host, c.peer) != config.MinFragmentSize {
 			t.Errorf("relayed line of %d bytes", len(line))
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"otrbnc/proxy/config"
+
 	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
@@ -62,8 +64,8 @@ type registration struct {
 
 // dialUpstream connects to the network, with TLS unless irc+insecure was
 // asked for.
-func dialUpstream(ctx context.Context, cfg *NetworkConfig, logger *slog.Logger) (*ircConn, error) {
-	useTLS, host, port, err := ParseServerAddress(cfg.Address)
+func dialUpstream(ctx context.Context, cfg *config.NetworkConfig, logger *slog.Logger) (*ircConn, error) {
+	useTLS, host, port, err := config.ParseServerAddress(cfg.Address)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +101,7 @@ func dialUpstream(ctx context.Context, cfg *NetworkConfig, logger *slog.Logger) 
 
 // upstreamTLSConfig verifies the server with the system roots, or with the
 // configured certificate pin instead.
-func upstreamTLSConfig(cfg *NetworkConfig, host string) (*tls.Config, error) {
+func upstreamTLSConfig(cfg *config.NetworkConfig, host string) (*tls.Config, error) {
 	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if cfg.TLSClientCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSClientCert, cfg.TLSClientKey)
@@ -109,7 +111,7 @@ func upstreamTLSConfig(cfg *NetworkConfig, host string) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	if cfg.TLSFingerprint != "" {
-		pin, err := parseCertFingerprint(cfg.TLSFingerprint)
+		pin, err := config.ParseCertFingerprint(cfg.TLSFingerprint)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +147,7 @@ func checkCertPin(cert *x509.Certificate, pin []byte) error {
 var errSASL = errors.New("SASL authentication failed")
 
 // registerUpstream runs CAP, SASL, PASS/NICK/USER until RPL_WELCOME.
-func registerUpstream(ctx context.Context, c *ircConn, cfg *NetworkConfig) (*registration, error) {
+func registerUpstream(ctx context.Context, c *ircConn, cfg *config.NetworkConfig) (*registration, error) {
 	ctx, cancel := context.WithTimeout(ctx, upstreamRegisterTimeout)
 	defer cancel()
 	reg := &registration{nick: cfg.Nick, caps: map[string]bool{}}

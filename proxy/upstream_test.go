@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"otrbnc/proxy/config"
+
 	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
@@ -64,7 +66,7 @@ func TestUpstreamSASLPlainNickFallbackAndFiltering(t *testing.T) {
 	t.Parallel()
 	addr, conns := fakeServer(t, nil)
 	cfg := testConfig(addr)
-	cfg.Network[0].SASL = SASLConfig{Mechanism: "plain", Username: "acct", Password: "s3cret"}
+	cfg.Network[0].SASL = config.SASLConfig{Mechanism: "plain", Username: "acct", Password: "s3cret"}
 	env := startProxy(t, cfg, Options{})
 	s := nextConn(t, conns)
 	s.expect("CAP LS", hasParam("CAP", "LS"))
@@ -173,8 +175,8 @@ func TestUpstreamTLSVerificationAndPinning(t *testing.T) {
 		{"wrong pin", bad, false},
 	}
 	for _, c := range cases {
-		cfg := NetworkConfig{Address: "ircs://" + addr, Nick: "alice", TLSFingerprint: c.pin}
-		if err := cfg.applyDefaults(); err != nil {
+		cfg := config.NetworkConfig{Address: "ircs://" + addr, Nick: "alice", TLSFingerprint: c.pin}
+		if err := cfg.ApplyDefaults(); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -216,8 +218,8 @@ func pipeConn(t *testing.T, opts connOptions) (*ircConn, *testConn) {
 func TestUpstreamSASLExternal(t *testing.T) {
 	t.Parallel()
 	uc, s := pipeConn(t, connOptions{})
-	cfg := NetworkConfig{Address: "irc+insecure://x", Nick: "alice", TLSClientCert: "c", TLSClientKey: "k", SASL: SASLConfig{Mechanism: "external"}}
-	if err := cfg.applyDefaults(); err != nil {
+	cfg := config.NetworkConfig{Address: "irc+insecure://x", Nick: "alice", TLSClientCert: "c", TLSClientKey: "k", SASL: config.SASLConfig{Mechanism: "external"}}
+	if err := cfg.ApplyDefaults(); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {

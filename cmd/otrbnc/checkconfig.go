@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"otrbnc/keystore"
-	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 var checkConfigCommand = subcommand{
@@ -85,7 +85,7 @@ func checkConfig(w io.Writer, configPath, passOverride string) error {
 		}
 	}
 	for _, n := range cfg.Network {
-		useTLS, host, port, _ := proxy.ParseServerAddress(n.Address)
+		useTLS, host, port, _ := config.ParseServerAddress(n.Address)
 		switch {
 		case !useTLS:
 			warn("network %s: %s:%s without TLS (irc+insecure): anyone on the path sees your IRC traffic, including who you talk to", n.Name, host, port)

@@ -11,6 +11,7 @@ import (
 
 	"otrbnc/keystore"
 	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 // systemdConfig is where the systemd unit in deploy/ reads its
@@ -41,7 +42,7 @@ func passphraseFlag(fs *flag.FlagSet) *string {
 // loadedConfig is a configuration and where it came from.
 type loadedConfig struct {
 	path string
-	cfg  *proxy.Config
+	cfg  *config.Config
 }
 
 // stateDir returns the state directory: state_dir, or "state" next to the
@@ -66,7 +67,7 @@ func loadConfig(path string) (*loadedConfig, error) {
 		}
 		path = p
 	}
-	cfg, err := proxy.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +206,7 @@ func restoreOwner(dir string) error {
 // called account (see network) and opens the keystore; the caller closes
 // it with closeStore(store, lc.stateDir()). With existing, a state
 // directory that does not exist yet is an error instead of being created.
-func openNetwork(configPath, account, passOverride string, existing bool) (*loadedConfig, *proxy.NetworkConfig, *keystore.Store, error) {
+func openNetwork(configPath, account, passOverride string, existing bool) (*loadedConfig, *config.NetworkConfig, *keystore.Store, error) {
 	lc, err := loadConfig(configPath)
 	if err != nil {
 		return nil, nil, nil, err
@@ -235,7 +236,7 @@ func (lc *loadedConfig) networkNames() []string {
 
 // network picks the configured network called name (case-insensitive), or
 // the only one when name is empty.
-func (lc *loadedConfig) network(name string) (*proxy.NetworkConfig, error) {
+func (lc *loadedConfig) network(name string) (*config.NetworkConfig, error) {
 	nets := lc.cfg.Network
 	if name == "" {
 		if len(nets) == 1 {

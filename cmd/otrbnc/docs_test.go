@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/cli.md from the subcommand table")
@@ -36,7 +36,7 @@ func configKeys(prefix string, t reflect.Type) []string {
 		switch {
 		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
 			keys = append(keys, configKeys(path+".*.", ft.Elem())...)
-		case ft.Kind() == reflect.Struct && ft != reflect.TypeFor[proxy.Duration]():
+		case ft.Kind() == reflect.Struct && ft != reflect.TypeFor[config.Duration]():
 			keys = append(keys, configKeys(path+".", ft)...)
 		default:
 			keys = append(keys, path)
@@ -50,7 +50,7 @@ func configKeys(prefix string, t reflect.Type) []string {
 // section, so that a new key cannot go undocumented.
 func TestConfigurationDocCoversEveryKey(t *testing.T) {
 	doc := readRepoFile(t, "docs/configuration.md")
-	keys := configKeys("", reflect.TypeFor[proxy.Config]())
+	keys := configKeys("", reflect.TypeFor[config.Config]())
 	if len(keys) < 20 {
 		t.Fatalf("only %d keys found: %q", len(keys), keys)
 	}
@@ -278,10 +278,10 @@ func TestDeployConfig(t *testing.T) {
 	if !strings.Contains(text, placeholder) {
 		t.Fatal("deploy/config.toml: password_hash placeholder changed; update this test")
 	}
-	if _, err := proxy.ParseConfig([]byte(text)); err == nil || !strings.Contains(err.Error(), "password_hash") {
+	if _, err := config.ParseConfig([]byte(text)); err == nil || !strings.Contains(err.Error(), "password_hash") {
 		t.Errorf("the example with its placeholder should be refused for its password_hash: %v", err)
 	}
-	cfg, err := proxy.ParseConfig([]byte(strings.Replace(text, placeholder, cheapHash(t, "x"), 1)))
+	cfg, err := config.ParseConfig([]byte(strings.Replace(text, placeholder, cheapHash(t, "x"), 1)))
 	if err != nil {
 		t.Fatalf("deploy/config.toml: %v", err)
 	}

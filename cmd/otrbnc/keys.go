@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"otrbnc/keystore"
-	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 // keyTimeout bounds waiting for an account's key (generated in the
@@ -44,7 +44,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			h, err := proxy.HashPassword(pw)
+			h, err := config.HashPassword(pw)
 			if err != nil {
 				return err
 			}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"otrbnc/keystore"
-	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 var importLibotrCommand = subcommand{
@@ -285,7 +285,7 @@ Examples:
 			defer closeStore(store, lc.stateDir())
 			name := *as
 			if name == "" {
-				_, host, _, err := proxy.ParseServerAddress(nc.Address)
+				_, host, _, err := config.ParseServerAddress(nc.Address)
 				if err != nil {
 					return err
 				}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
+	"otrbnc/proxy/config"
 
-	"otrbnc/proxy"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestFirstRunWritesDefaultConfig(t *testing.T) {
@@ -26,7 +26,7 @@ func TestFirstRunWritesDefaultConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "otrbnc", "config.toml")
-	cfg, err := proxy.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		t.Fatalf("written config does not load: %v", err)
 	}

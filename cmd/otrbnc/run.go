@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"otrbnc/proxy"
+	"otrbnc/proxy/config"
 )
 
 var runCommand = subcommand{
@@ -77,7 +78,7 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 		return err
 	}
 	var level slog.LevelVar
-	l, _ := proxy.ParseLogLevel(lc.cfg.LogLevel)
+	l, _ := config.ParseLogLevel(lc.cfg.LogLevel)
 	level.Set(l)
 	logger := slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: &level}))
 	store, err := lc.openStore("", true)
@@ -90,6 +91,7 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 		Identities:    proxy.KeystoreIdentities{Store: store},
 		AuthFailDelay: proxy.DefaultAuthFailDelay,
 		StateDir:      lc.stateDir(),
+		Version:       versionString(),
 	})
 	if err != nil {
 		return err
@@ -115,7 +117,7 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 // running; on error the running configuration stays.
 func reload(path string, srv *proxy.Server, level *slog.LevelVar, logger *slog.Logger) {
 	logger.Info("SIGHUP: reloading the configuration", "path", path)
-	cfg, err := proxy.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		logger.Error("reload failed; the running configuration stays in effect", "err", err)
 		return
@@ -124,7 +126,7 @@ func reload(path string, srv *proxy.Server, level *slog.LevelVar, logger *slog.L
 	if err != nil {
 		logger.Error("reload incomplete", "err", err)
 	}
-	if l, err := proxy.ParseLogLevel(cfg.LogLevel); err == nil {
+	if l, err := config.ParseLogLevel(cfg.LogLevel); err == nil {
 		level.Set(l)
 		logger.Debug("debug logging is on")
 	}
@@ -136,11 +138,11 @@ func reload(path string, srv *proxy.Server, level *slog.LevelVar, logger *slog.L
 
 // firstRun writes a default configuration with a new password.
 func firstRun(path string, stdout io.Writer) error {
-	pw, err := proxy.GeneratePassword()
+	pw, err := config.GeneratePassword()
 	if err != nil {
 		return err
 	}
-	hash, err := proxy.HashPassword(pw)
+	hash, err := config.HashPassword(pw)
 	if err != nil {
 		return err
 	}
@@ -152,7 +154,7 @@ func firstRun(path string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("writing the default configuration: %w", err)
 	}
-	if _, err := io.WriteString(f, proxy.DefaultConfigText(hash, stateDir)); err != nil {
+	if _, err := io.WriteString(f, config.DefaultConfigText(hash, stateDir)); err != nil {
 		f.Close()
 		return fmt.Errorf("writing the default configuration: %w", err)
 	}

@@ -1,4 +1,7 @@
-package proxy
+// Package config reads and checks otrbnc's configuration file (TOML) and
+// holds the helpers that make one: password hashing and the commented
+// default configuration.
+package config
 
 import (
 	"bufio"
@@ -144,6 +147,14 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // accounts (files).
 var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
+// Bounds of fragment_size: the size of one OTR fragment line, header
+// included. Below the minimum a data message needs too many lines; above
+// the maximum a line no longer fits once the server adds our prefix.
+const (
+	MinFragmentSize = 200
+	MaxFragmentSize = 480
+)
+
 // Defaults used when a setting is absent.
 const (
 	DefaultListenAddress   = "127.0.0.1:6667"
@@ -192,7 +203,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		return nil, errors.New(strings.Join(msgs, "; "))
 	}
-	if err := cfg.applyDefaults(); err != nil {
+	if err := cfg.ApplyDefaults(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -252,7 +263,10 @@ func equalKeys(a []string, b toml.Key) bool {
 	return true
 }
 
-func (cfg *Config) applyDefaults() error {
+// ApplyDefaults fills in the defaults of every absent setting and checks
+// the configuration; ParseConfig calls it, and so must whoever builds a
+// Config by hand.
+func (cfg *Config) ApplyDefaults() error {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
@@ -290,7 +304,7 @@ func (cfg *Config) applyDefaults() error {
 	seen := map[string]bool{}
 	for i := range cfg.Network {
 		n := &cfg.Network[i]
-		if err := n.applyDefaults(); err != nil {
+		if err := n.ApplyDefaults(); err != nil {
 			return fmt.Errorf("network %d (%q): %w", i+1, n.Name, err)
 		}
 		if seen[strings.ToLower(n.Name)] {
@@ -309,7 +323,9 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (n *NetworkConfig) applyDefaults() error {
+// ApplyDefaults fills in the defaults of a network's absent settings and
+// checks them.
+func (n *NetworkConfig) ApplyDefaults() error {
 	if n.Address == "" {
 		return errors.New("address is required")
 	}
@@ -355,7 +371,7 @@ func (n *NetworkConfig) applyDefaults() error {
 		return errors.New("tls_client_cert and tls_client_key go together")
 	}
 	if n.TLSFingerprint != "" {
-		if _, err := parseCertFingerprint(n.TLSFingerprint); err != nil {
+		if _, err := ParseCertFingerprint(n.TLSFingerprint); err != nil {
 			return err
 		}
 	}
@@ -370,13 +386,12 @@ func (n *NetworkConfig) applyDefaults() error {
 			return fmt.Errorf("peers.%s: %w", nick, err)
 		}
 	}
-	if n.FragmentSize != 0 && (n.FragmentSize < minFragmentSize || n.FragmentSize > maxFragmentSize) {
-		return fmt.Errorf("fragment_size %d out of range [%d, %d] (0 means automatic)", n.FragmentSize, minFragmentSize, maxFragmentSize)
+	if n.FragmentSize != 0 && (n.FragmentSize < MinFragmentSize || n.FragmentSize > MaxFragmentSize) {
+		return fmt.Errorf("fragment_size %d out of range [%d, %d] (0 means automatic)", n.FragmentSize, MinFragmentSize, MaxFragmentSize)
 	}
 	if n.PlaintextMarker == "" {
 		n.PlaintextMarker = DefaultPlaintextMarker
 	}
-	n.PlaintextMarker = neutralize(n.PlaintextMarker)
 	if n.RateBurst <= 0 {
 		n.RateBurst = defaultRateBurst
 	}
@@ -446,9 +461,9 @@ func ParseServerAddress(addr string) (useTLS bool, host, port string, err error)
 	return useTLS, host, port, nil
 }
 
-// parseCertFingerprint decodes a SHA-256 or SHA-512 hex fingerprint;
+// ParseCertFingerprint decodes a SHA-256 or SHA-512 hex fingerprint;
 // colons and spaces are ignored.
-func parseCertFingerprint(s string) ([]byte, error) {
+func ParseCertFingerprint(s string) ([]byte, error) {
 	clean := strings.NewReplacer(":", "", " ", "").Replace(s)
 	b, err := hex.DecodeString(clean)
 	if err != nil || (len(b) != 32 && len(b) != 64) {

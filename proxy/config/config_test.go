@@ -1,12 +1,24 @@
-package proxy
+package config
 
 import (
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
+
+// testPasswordHash is a cheap bcrypt hash for test configurations.
+var testPasswordHash = sync.OnceValue(func() string {
+	h, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
+	if err != nil {
+		panic(err)
+	}
+	return string(h)
+})
 
 func minimalConfig(extra string) string {
 	return `password_hash = "` + testPasswordHash() + `"
