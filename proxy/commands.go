@@ -1,17 +1,10 @@
 package proxy
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"runtime"
 	"sort"
 	"strings"
-	"time"
 
-	"otrbnc/keystore"
 	"otrbnc/otrcore"
 )
 
@@ -189,7 +182,7 @@ func cmdStart(n *network, dc *downstream, args []string) error {
 	if hasEvent(res, otrcore.EventMessageRefused) {
 		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.conv.Policy(), p.nick)
 	}
-	n.notify(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
+	n.tellClient(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
 	return n.applyResult(p, res)
 }
 
@@ -205,7 +198,7 @@ func cmdFinish(n *network, dc *downstream, args []string) error {
 			n.applyResult(p, p.conv.End(n.now()))
 		}
 		if ended == 0 {
-			n.notify(dc, "no private conversation to end")
+			n.tellClient(dc, "no private conversation to end")
 		}
 		return nil
 	}
@@ -218,7 +211,7 @@ func cmdFinish(n *network, dc *downstream, args []string) error {
 	}
 	res := p.conv.End(n.now())
 	if len(res.Events) == 0 {
-		n.notify(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
+		n.tellClient(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
 	}
 	return n.applyResult(p, res)
 }
@@ -228,7 +221,7 @@ func cmdRefresh(n *network, dc *downstream, args []string) error {
 	if err != nil {
 		return err
 	}
-	n.notify(dc, fmt.Sprintf("[%s] renewing the session keys…", p.nick))
+	n.tellClient(dc, fmt.Sprintf("[%s] renewing the session keys…", p.nick))
 	return n.applyResult(p, p.conv.Start(n.now()))
 }
 
@@ -248,7 +241,7 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 		if n.up != nil {
 			conn = "connected"
 		}
-		n.notify(dc, fmt.Sprintf("network %s: %s, nick %s, default policy %s, fragment size %s, your fingerprint %s",
+		n.tellClient(dc, fmt.Sprintf("network %s: %s, nick %s, default policy %s, fragment size %s, your fingerprint %s",
 			n.cfg.Name, conn, n.nick, n.defaultPolicy(), fragDesc(n), n.otr.id.Key.Fingerprint()))
 		count := 0
 		for _, p := range n.sortedPeers() {
@@ -266,10 +259,10 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 			} else if st.SMPInProgress {
 				line += ", identity verification in progress"
 			}
-			n.notify(dc, line)
+			n.tellClient(dc, line)
 		}
 		if count == 0 {
-			n.notify(dc, "no private conversations")
+			n.tellClient(dc, "no private conversations")
 		}
 		return nil
 	}
@@ -283,24 +276,24 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 	}
 	p := n.lookupPeer(nick)
 	if p == nil {
-		n.notify(dc, fmt.Sprintf("[%s] no conversation; policy %s (%s)", nick, pol, src))
+		n.tellClient(dc, fmt.Sprintf("[%s] no conversation; policy %s (%s)", nick, pol, src))
 		return nil
 	}
 	st := p.conv.Status()
-	n.notify(dc, fmt.Sprintf("[%s] %s, policy %s (%s), fragment size %d", p.nick, stateWord(st), p.conv.Policy(), src, n.fragSize(p.nick)))
+	n.tellClient(dc, fmt.Sprintf("[%s] %s, policy %s (%s), fragment size %d", p.nick, stateWord(st), p.conv.Policy(), src, n.fragSize(p.nick)))
 	if st.HasFingerprint {
-		n.notify(dc, fmt.Sprintf("[%s] fingerprint %s, session id %s", p.nick, st.Fingerprint, otrcore.SSIDString(st.SSID, st.WeSentRevealSig)))
+		n.tellClient(dc, fmt.Sprintf("[%s] fingerprint %s, session id %s", p.nick, st.Fingerprint, otrcore.SSIDString(st.SSID, st.WeSentRevealSig)))
 	}
 	if st.SMPAwaitingSecret {
-		n.notify(dc, fmt.Sprintf("[%s] %s", p.nick, smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion)))
+		n.tellClient(dc, fmt.Sprintf("[%s] %s", p.nick, smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion)))
 	} else if st.SMPInProgress {
-		n.notify(dc, fmt.Sprintf("[%s] identity verification in progress", p.nick))
+		n.tellClient(dc, fmt.Sprintf("[%s] identity verification in progress", p.nick))
 	}
 	if st.Held > 0 {
-		n.notify(dc, fmt.Sprintf("[%s] %d message(s) queued", p.nick, st.Held))
+		n.tellClient(dc, fmt.Sprintf("[%s] %d message(s) queued", p.nick, st.Held))
 	}
 	for _, in := range st.Instances {
-		n.notify(dc, fmt.Sprintf("[%s] instance %08x: %s (v%d)", p.nick, in.Instance, in.State, in.Version))
+		n.tellClient(dc, fmt.Sprintf("[%s] instance %08x: %s (v%d)", p.nick, in.Instance, in.State, in.Version))
 	}
 	return nil
 }
@@ -354,7 +347,7 @@ func cmdList(n *network, dc *downstream, args []string) error {
 		}
 	}
 	if len(entries) == 0 {
-		n.notify(dc, "no peers known yet")
+		n.tellClient(dc, "no peers known yet")
 		return nil
 	}
 	keys := make([]string, 0, len(entries))
@@ -364,7 +357,7 @@ func cmdList(n *network, dc *downstream, args []string) error {
 	sort.Strings(keys)
 	for i, k := range keys {
 		if i == maxListLines {
-			n.notify(dc, fmt.Sprintf("… and %d more; use fingerprint <nick> or status <nick>", len(keys)-i))
+			n.tellClient(dc, fmt.Sprintf("… and %d more; use fingerprint <nick> or status <nick>", len(keys)-i))
 			break
 		}
 		e := entries[k]
@@ -376,611 +369,7 @@ func cmdList(n *network, dc *downstream, args []string) error {
 		if len(e.fps) > 0 {
 			line += "; keys: " + strings.Join(e.fps, ", ")
 		}
-		n.notify(dc, line)
-	}
-	return nil
-}
-
-// knownFingerprints returns the keys nick presented: the one of the
-// running session first, then those in the trust book.
-func (n *network) knownFingerprints(nick string) (active otrcore.Fingerprint, hasActive bool, all []otrcore.Fingerprint) {
-	if p := n.lookupPeer(nick); p != nil {
-		if st := p.conv.Status(); st.HasFingerprint && st.State == otrcore.StateEncrypted {
-			active, hasActive = st.Fingerprint, true
-			all = append(all, active)
-		}
-	}
-	if n.otr.id.Trust != nil {
-		for _, fp := range n.otr.id.Trust.KnownFingerprints(n.casemap.fold(nick)) {
-			if !hasActive || fp != active {
-				all = append(all, fp)
-			}
-		}
-	}
-	return active, hasActive, all
-}
-
-// trustOf returns how fp is verified.
-func (n *network) trustOf(fp otrcore.Fingerprint) keystore.TrustLevel {
-	if n.otr.id.Trust == nil {
-		return keystore.TrustNone
-	}
-	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
-	if !ok {
-		return keystore.TrustNone
-	}
-	return info.Trust
-}
-
-func cmdFingerprint(n *network, dc *downstream, args []string) error {
-	if len(args) == 0 || strings.EqualFold(args[0], "me") {
-		n.notify(dc, fmt.Sprintf("your fingerprint on %s: %s", n.cfg.Name, n.otr.id.Key.Fingerprint()))
-		return nil
-	}
-	nick := args[0]
-	if err := validPeerNick(n, nick); err != nil {
-		return err
-	}
-	active, hasActive, fps := n.knownFingerprints(nick)
-	if len(fps) == 0 {
-		return fmt.Errorf("no fingerprint known for %s (unknown nick); start a private conversation first: start %s", nick, nick)
-	}
-	for _, fp := range fps {
-		line := fmt.Sprintf("[%s] %s %s", nick, fp, trustLevelWord(n.trustOf(fp)))
-		if hasActive && fp == active {
-			line += " (current session)"
-		}
-		n.notify(dc, line)
-	}
-	return nil
-}
-
-// parseFingerprintArgs reads a fingerprint typed as one or more words.
-func parseFingerprintArgs(args []string) (otrcore.Fingerprint, error) {
-	fp, err := otrcore.ParseFingerprint(strings.Join(args, ""))
-	if err != nil {
-		return fp, errors.New("a fingerprint is 40 hexadecimal digits (spaces allowed), as shown by fingerprint <nick>")
-	}
-	return fp, nil
-}
-
-func cmdTrust(n *network, dc *downstream, args []string) error {
-	nick := args[0]
-	if err := validPeerNick(n, nick); err != nil {
-		return err
-	}
-	if n.otr.id.Trust == nil {
-		return errors.New("no trust store")
-	}
-	active, hasActive, fps := n.knownFingerprints(nick)
-	if len(args) == 1 {
-		switch {
-		case hasActive:
-			n.notify(dc, fmt.Sprintf("[%s] the key %s uses now is %s (%s). Compare it with %s over another channel (in person, by phone; not over IRC), then run: /msg *otr trust %s %s",
-				nick, nick, active, trustLevelWord(n.trustOf(active)), nick, nick, active))
-		case len(fps) > 0:
-			var list []string
-			for _, fp := range fps {
-				list = append(list, fmt.Sprintf("%s (%s)", fp, trustLevelWord(n.trustOf(fp))))
-			}
-			n.notify(dc, fmt.Sprintf("[%s] no private conversation now; keys %s used before: %s. Compare one with %s over another channel, then run: /msg *otr trust %s <fingerprint>",
-				nick, nick, strings.Join(list, ", "), nick, nick))
-		default:
-			return fmt.Errorf("no fingerprint known for %s (unknown nick); start a private conversation first: start %s", nick, nick)
-		}
-		return errors.New("nothing was trusted: repeat the command with the fingerprint")
-	}
-	fp, err := parseFingerprintArgs(args[1:])
-	if err != nil {
-		return err
-	}
-	if !containsFP(fps, fp) {
-		if hasActive {
-			return fmt.Errorf("%s is not the key %s uses (%s) nor one they used before; nothing was trusted. Check the fingerprint", fp, nick, active)
-		}
-		return fmt.Errorf("%s is not a key %s has presented; nothing was trusted", fp, nick)
-	}
-	if lvl := n.trustOf(fp); lvl != keystore.TrustNone {
-		n.notify(dc, fmt.Sprintf("[%s] %s is already verified (%s)", nick, fp, trustLevelWord(lvl)))
-		return nil
-	}
-	if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(fp), keystore.TrustManual, n.now()); err != nil {
-		return fmt.Errorf("could not save the trust: %w", err)
-	}
-	n.notify(dc, fmt.Sprintf("[%s] %s is now trusted (verified by fingerprint)", nick, fp))
-	n.refreshPolicies()
-	return nil
-}
-
-func containsFP(list []otrcore.Fingerprint, fp otrcore.Fingerprint) bool {
-	for _, x := range list {
-		if x == fp {
-			return true
-		}
-	}
-	return false
-}
-
-func cmdDistrust(n *network, dc *downstream, args []string) error {
-	if n.otr.id.Trust == nil {
-		return errors.New("no trust store")
-	}
-	var targets []otrcore.Fingerprint
-	label := args[0]
-	if fp, err := otrcore.ParseFingerprint(strings.Join(args, "")); err == nil {
-		if _, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp)); !ok {
-			return fmt.Errorf("unknown fingerprint %s", fp)
-		}
-		targets = []otrcore.Fingerprint{fp}
-		label = fp.String()
-	} else {
-		if len(args) > 1 {
-			return errUsage
-		}
-		if err := validPeerNick(n, args[0]); err != nil {
-			return err
-		}
-		active, hasActive, fps := n.knownFingerprints(args[0])
-		switch {
-		case len(fps) == 0:
-			return fmt.Errorf("no fingerprint known for %s (unknown nick)", args[0])
-		case hasActive:
-			targets = []otrcore.Fingerprint{active}
-		default:
-			for _, fp := range fps {
-				if n.trustOf(fp) != keystore.TrustNone {
-					targets = append(targets, fp)
-				}
-			}
-		}
-	}
-	changed := 0
-	for _, fp := range targets {
-		if n.trustOf(fp) == keystore.TrustNone {
-			continue
-		}
-		if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(fp), keystore.TrustNone, n.now()); err != nil {
-			return fmt.Errorf("could not save: %w", err)
-		}
-		changed++
-		n.notify(dc, fmt.Sprintf("[%s] %s is no longer verified", label, fp))
-	}
-	if changed == 0 {
-		n.notify(dc, fmt.Sprintf("[%s] nothing to do: no verified key", label))
-	}
-	n.refreshPolicies()
-	return nil
-}
-
-func cmdForget(n *network, dc *downstream, args []string) error {
-	if n.otr.id.Trust == nil {
-		return errors.New("no trust store")
-	}
-	fp, err := parseFingerprintArgs(args)
-	if err != nil {
-		return err
-	}
-	for _, p := range n.sortedPeers() {
-		if st := p.conv.Status(); st.HasFingerprint && st.Fingerprint == fp && peerEncrypted(st) {
-			return fmt.Errorf("%s is in use by the private conversation with %s; finish it first: finish %s", fp, p.nick, p.nick)
-		}
-	}
-	if err := n.otr.id.Trust.Forget(keystore.Fingerprint(fp)); err != nil {
-		if errors.Is(err, keystore.ErrUnknownFingerprint) {
-			return fmt.Errorf("unknown fingerprint %s", fp)
-		}
-		return fmt.Errorf("could not forget: %w", err)
-	}
-	n.notify(dc, fmt.Sprintf("fingerprint %s forgotten", fp))
-	n.refreshPolicies()
-	return nil
-}
-
-func encryptedPeer(n *network, nick string) (*otrPeer, error) {
-	if err := validPeerNick(n, nick); err != nil {
-		return nil, err
-	}
-	p := n.lookupPeer(nick)
-	if p == nil {
-		return nil, fmt.Errorf("no conversation with %s (unknown nick); start one first: start %s", nick, nick)
-	}
-	if p.conv.Status().State != otrcore.StateEncrypted {
-		return nil, fmt.Errorf("no private conversation with %s; start one first: start %s", nick, nick)
-	}
-	if err := n.requireUp(); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func cmdAuth(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	secret := strings.Join(args[1:], " ")
-	var res otrcore.Result
-	answering := p.conv.Status().SMPAwaitingSecret
-	if answering {
-		res, err = p.conv.RespondSMP(n.now(), secret)
-	} else {
-		res, err = p.conv.StartSMP(n.now(), "", false, secret)
-	}
-	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
-	}
-	if answering {
-		n.notify(dc, fmt.Sprintf("[%s] answer sent; waiting for the result…", p.nick))
-	} else {
-		n.notify(dc, fmt.Sprintf("[%s] verification started; %s must now type the same secret…", p.nick, p.nick))
-	}
-	return n.applyResult(p, res)
-}
-
-func cmdAuthQ(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(args[1]) == "" {
-		return errors.New("the question is empty")
-	}
-	res, err := p.conv.StartSMP(n.now(), args[1], true, strings.Join(args[2:], " "))
-	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
-	}
-	n.notify(dc, fmt.Sprintf("[%s] question sent; waiting for %s's answer…", p.nick, p.nick))
-	return n.applyResult(p, res)
-}
-
-func cmdAuthAbort(n *network, dc *downstream, args []string) error {
-	p, err := encryptedPeer(n, args[0])
-	if err != nil {
-		return err
-	}
-	if st := p.conv.Status(); !st.SMPInProgress && !st.SMPAwaitingSecret {
-		return fmt.Errorf("no identity verification in progress with %s", p.nick)
-	}
-	res, err := p.conv.AbortSMP(n.now())
-	if err != nil {
-		return fmt.Errorf("abort: %s", errText(err))
-	}
-	return n.applyResult(p, res)
-}
-
-// policyTarget is what a policy command is about.
-func policyTarget(n *network, word string) (kind, name string, err error) {
-	switch strings.ToLower(word) {
-	case "default":
-		return "default", "default", nil
-	case "known":
-		return "known", "known", nil
-	}
-	if err := validMask(word); err != nil {
-		return "", "", err
-	}
-	if isMask(word) {
-		return "mask", word, nil
-	}
-	if err := validPeerNick(n, word); err != nil {
-		return "", "", err
-	}
-	return "nick", word, nil
-}
-
-func cmdPolicy(n *network, dc *downstream, args []string) error {
-	if len(args) == 0 {
-		def := n.otr.policy.String() + " (configuration file)"
-		if n.saved.DefaultPolicy != "" {
-			def = n.saved.DefaultPolicy + " (set here)"
-		}
-		n.notify(dc, "default: "+def)
-		if n.saved.KnownPolicy != "" {
-			n.notify(dc, "known (nicks whose fingerprint is known): "+n.saved.KnownPolicy)
-		}
-		for _, r := range n.saved.Policies {
-			n.notify(dc, fmt.Sprintf("%s: %s", r.Mask, r.Policy))
-		}
-		keys := make([]string, 0, len(n.otr.policies))
-		for k := range n.otr.policies {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			n.notify(dc, fmt.Sprintf("%s: %s (configuration file)", k, n.otr.policies[k]))
-		}
-		if n.setting("whitespace_tags") == "off" {
-			n.notify(dc, "whitespace tags are off (set whitespace_tags)")
-		}
-		n.notify(dc, "ignored (never OTR): "+strings.Join(n.ignoreList(), ", ")+", and nicks starting with *")
-		return nil
-	}
-	kind, name, err := policyTarget(n, args[0])
-	if err != nil {
-		return err
-	}
-	if len(args) == 1 {
-		switch kind {
-		case "default":
-			n.notify(dc, fmt.Sprintf("default policy: %s", n.defaultPolicy()))
-		case "known":
-			if n.saved.KnownPolicy == "" {
-				n.notify(dc, "no policy for known nicks (they get the default)")
-			} else {
-				n.notify(dc, "policy for known nicks: "+n.saved.KnownPolicy)
-			}
-		case "mask":
-			for _, r := range n.saved.Policies {
-				if n.casemap.fold(r.Mask) == n.casemap.fold(name) {
-					n.notify(dc, fmt.Sprintf("[%s] policy %s", r.Mask, r.Policy))
-					return nil
-				}
-			}
-			return fmt.Errorf("no policy for the mask %s", name)
-		default:
-			pol, src := n.policySource(name)
-			if m := n.ignoredBy(name); m != "" {
-				n.notify(dc, fmt.Sprintf("[%s] policy never (ignored by %s)", name, m))
-				return nil
-			}
-			n.notify(dc, fmt.Sprintf("[%s] policy %s (%s)", name, pol, src))
-		}
-		return nil
-	}
-	value := strings.ToLower(args[1])
-	if value != "unset" {
-		pol, err := otrcore.ParsePolicy(value)
-		if err != nil {
-			return errors.New("a policy is never, manual, opportunistic or always (or unset)")
-		}
-		value = pol.String()
-	}
-	switch kind {
-	case "default":
-		if value == "unset" {
-			n.saved.DefaultPolicy = ""
-		} else {
-			n.saved.DefaultPolicy = value
-		}
-	case "known":
-		if value == "unset" {
-			n.saved.KnownPolicy = ""
-		} else {
-			n.saved.KnownPolicy = value
-		}
-	default:
-		if value == "unset" {
-			if !n.setPolicyRule(name, "") {
-				return fmt.Errorf("no policy was set for %s here", name)
-			}
-		} else {
-			if len(n.saved.Policies) >= maxRules {
-				return fmt.Errorf("too many policies (%d)", maxRules)
-			}
-			n.setPolicyRule(name, value)
-		}
-	}
-	n.refreshPolicies()
-	saveErr := n.save()
-	switch {
-	case value != "unset":
-		n.notify(dc, fmt.Sprintf("[%s] policy is now %s", name, value))
-	case kind == "nick":
-		pol, src := n.policySource(name)
-		n.notify(dc, fmt.Sprintf("[%s] policy unset; now %s (%s)", name, pol, src))
-	case kind == "default":
-		n.notify(dc, fmt.Sprintf("[default] policy unset; now %s (configuration file)", n.defaultPolicy()))
-	default:
-		n.notify(dc, fmt.Sprintf("[%s] policy unset", name))
-	}
-	if kind == "nick" && n.ignoredBy(name) != "" {
-		n.notify(dc, fmt.Sprintf("note: %s is ignored, so OTR stays off for it (see ignore)", name))
-	}
-	if saveErr != nil {
-		n.notify(dc, "warning: "+saveErr.Error())
-	}
-	return nil
-}
-
-func cmdIgnore(n *network, dc *downstream, args []string) error {
-	sub := strings.ToLower(args[0])
-	switch sub {
-	case "list", "ls":
-		if len(args) != 1 {
-			return errUsage
-		}
-		list := n.ignoreList()
-		if len(list) == 0 {
-			n.notify(dc, "ignore list: empty (nicks starting with * are always ignored)")
-		} else {
-			n.notify(dc, "ignore list: "+strings.Join(list, ", ")+" (and nicks starting with *, always)")
-		}
-		return nil
-	case "add", "del", "delete", "rm", "remove":
-	default:
-		return errUsage
-	}
-	if len(args) != 2 {
-		return errUsage
-	}
-	mask := args[1]
-	if err := validMask(mask); err != nil {
-		return err
-	}
-	list := append([]string(nil), n.ignoreList()...)
-	idx := -1
-	for i, m := range list {
-		if n.casemap.fold(m) == n.casemap.fold(mask) {
-			idx = i
-		}
-	}
-	if sub == "add" {
-		if idx >= 0 {
-			return fmt.Errorf("%s is already on the ignore list", mask)
-		}
-		if len(list) >= maxRules {
-			return fmt.Errorf("the ignore list is full (%d)", maxRules)
-		}
-		list = append(list, mask)
-	} else {
-		if idx < 0 {
-			return fmt.Errorf("%s is not on the ignore list (%s)", mask, strings.Join(list, ", "))
-		}
-		list = append(list[:idx], list[idx+1:]...)
-	}
-	n.saved.Ignore = &list
-	saveErr := n.save()
-	if sub == "add" {
-		n.notify(dc, fmt.Sprintf("[%s] added to the ignore list", mask))
-		fm := n.casemap.fold(mask)
-		for _, p := range n.sortedPeers() {
-			if !matchMask(fm, p.key) {
-				continue
-			}
-			if st := p.conv.Status(); st.State != otrcore.StatePlaintext || peerEncrypted(st) {
-				n.applyResult(p, p.conv.End(n.now()))
-			}
-			if k := p.conv.DiscardHeld(); k > 0 {
-				n.notifyPeer(p.nick, fmt.Sprintf("%d queued message(s) discarded: %s is now ignored", k, p.nick))
-			}
-		}
-	} else {
-		n.notify(dc, fmt.Sprintf("[%s] removed from the ignore list", mask))
-	}
-	n.refreshPolicies()
-	if saveErr != nil {
-		n.notify(dc, "warning: "+saveErr.Error())
-	}
-	return nil
-}
-
-// genkeyState tracks the confirmation and the background generation of
-// a new key.
-type genkeyState struct {
-	token   string
-	expires time.Time
-	running bool
-}
-
-// genkeyTimeout bounds key generation; genkeyConfirmWindow how long a
-// confirmation word is valid.
-const (
-	genkeyTimeout       = 10 * time.Minute
-	genkeyConfirmWindow = 5 * time.Minute
-)
-
-func cmdGenkey(n *network, dc *downstream, args []string) error {
-	kr, ok := n.srv.opts.Identities.(KeyReplacer)
-	if !ok {
-		return errors.New("this otrbnc cannot replace keys")
-	}
-	if n.genkey.running {
-		return errors.New("a new key is already being generated")
-	}
-	now := n.now()
-	if len(args) == 0 {
-		var b [4]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("making a confirmation word: %w", err)
-		}
-		n.genkey.token = hex.EncodeToString(b[:])
-		n.genkey.expires = now.Add(genkeyConfirmWindow)
-		n.notify(dc, fmt.Sprintf("your key on %s has the fingerprint %s. Replacing it ends every private conversation on %s, and every peer will see a new fingerprint and must verify you again; the old key cannot be brought back.",
-			n.cfg.Name, n.otr.id.Key.Fingerprint(), n.cfg.Name))
-		n.notify(dc, "Remember that encryption ends at otrbnc: the link from your client to otrbnc must be safe (TLS or a trusted host).")
-		n.notify(dc, fmt.Sprintf("To replace the key, send within 5 minutes: /msg *otr genkey %s", n.genkey.token))
-		return nil
-	}
-	if n.genkey.token == "" || args[0] != n.genkey.token || now.After(n.genkey.expires) {
-		n.genkey.token = ""
-		return errors.New("wrong or expired confirmation; nothing changed. Run genkey again for a new one")
-	}
-	n.genkey.token = ""
-	n.genkey.running = true
-	n.notify(dc, "generating a new key in the background; every client will be told when it is ready…")
-	ctx := n.ctx
-	name := n.cfg.Name
-	go func() {
-		kctx, cancel := context.WithTimeout(ctx, genkeyTimeout)
-		defer cancel()
-		key, err := kr.ReplaceKey(kctx, name)
-		n.post(ctx, evCall{f: func(n *network) { n.installKey(key, err) }, done: make(chan struct{})})
-	}()
-	return nil
-}
-
-// installKey switches the network to a newly generated key: running
-// private conversations end (the peer is told), conversations restart
-// from scratch with the new key.
-func (n *network) installKey(key *otrcore.PrivateKey, err error) {
-	n.genkey.running = false
-	if err != nil {
-		n.logger.Error("key generation failed", "err", err)
-		n.notifyAll(fmt.Sprintf("generating a new key failed (%v); the old key is still in use", err))
-		return
-	}
-	now := n.now()
-	for _, p := range n.sortedPeers() {
-		st := p.conv.Status()
-		if peerEncrypted(st) || st.State == otrcore.StateFinished {
-			n.applyResult(p, p.conv.End(now))
-		}
-		if k := p.conv.DiscardHeld(); k > 0 {
-			n.notifyPeer(p.nick, fmt.Sprintf("%d queued message(s) discarded: the key changed", k))
-		}
-	}
-	id := &Identity{Key: key, InstanceTag: n.otr.id.InstanceTag, Trust: n.otr.id.Trust}
-	n.otr.id = id
-	n.otr.acct = &otrcore.Account{Key: id.Key, InstanceTag: id.InstanceTag, Trust: id.Trust}
-	n.otr.peers = map[string]*otrPeer{}
-	n.logger.Info("OTR key replaced")
-	n.notifyAll(fmt.Sprintf("new key for %s ready: your fingerprint is now %s. Peers must verify you again.", n.cfg.Name, key.Fingerprint()))
-}
-
-func cmdSet(n *network, dc *downstream, args []string) error {
-	if len(args) == 0 {
-		for _, s := range settingsTable {
-			src := "default"
-			if _, ok := n.saved.Settings[s.name]; ok {
-				src = "set"
-			}
-			n.notify(dc, fmt.Sprintf("%s = %s (%s; %s)", s.name, n.setting(s.name), s.values, src))
-		}
-		return nil
-	}
-	s, err := findSetting(args[0])
-	if err != nil {
-		return err
-	}
-	if len(args) == 1 {
-		n.notify(dc, fmt.Sprintf("%s = %s (%s) — %s", s.name, n.setting(s.name), s.values, s.help))
-		return nil
-	}
-	raw := strings.Join(args[1:], " ")
-	if strings.EqualFold(raw, "unset") {
-		delete(n.saved.Settings, s.name)
-	} else {
-		v, err := s.parse(raw)
-		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		if n.saved.Settings == nil {
-			n.saved.Settings = map[string]string{}
-		}
-		n.saved.Settings[s.name] = v
-	}
-	saveErr := n.save()
-	switch s.name {
-	case "whitespace_tags":
-		n.refreshPolicies()
-	case "fragment_size":
-		for _, p := range n.otr.peers {
-			p.conv.SetMaxMessageSize(n.fragSize(p.nick))
-		}
-	}
-	n.notify(dc, fmt.Sprintf("%s = %s", s.name, n.setting(s.name)))
-	if saveErr != nil {
-		n.notify(dc, "warning: "+saveErr.Error())
+		n.tellClient(dc, line)
 	}
 	return nil
 }
@@ -998,18 +387,13 @@ func cmdPlain(n *network, dc *downstream, args []string) error {
 	for i, p := range pieces {
 		lines[i] = formatMessage(msg("", "PRIVMSG", nick, p))
 	}
-	if err := n.sendUpstreamBatch(lines); err != nil {
+	if err := n.toUpstream(lines...); err != nil {
 		return fmt.Errorf("not sent: %w", err)
 	}
 	for _, p := range pieces {
-		n.echo(dc, "PRIVMSG", nick, p, nil)
+		n.echoToClients(dc, "PRIVMSG", nick, p, nil)
 	}
-	n.notify(dc, fmt.Sprintf("[%s] sent in clear, NOT encrypted", nick))
-	return nil
-}
-
-func cmdVersion(n *network, dc *downstream, args []string) error {
-	n.notify(dc, fmt.Sprintf("otrbnc %s: OTR protocol versions 3 and 2; built with %s", n.srv.opts.Version, runtime.Version()))
+	n.tellClient(dc, fmt.Sprintf("[%s] sent in clear, NOT encrypted", nick))
 	return nil
 }
 
@@ -1036,6 +420,6 @@ func cmdDiscard(n *network, dc *downstream, args []string) error {
 	if err != nil {
 		return err
 	}
-	n.notify(dc, fmt.Sprintf("[%s] %d queued message(s) discarded", p.nick, p.conv.DiscardHeld()))
+	n.tellClient(dc, fmt.Sprintf("[%s] %d queued message(s) discarded", p.nick, p.conv.DiscardHeld()))
 	return nil
 }

@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/irc.v4"
 )
 
@@ -42,7 +39,7 @@ func (dc *downstream) hasCap(name string) bool { return dc.caps[name] }
 // send queues messages to the client, with the tags its capabilities
 // allow; a client that cannot keep up is disconnected rather than slowing
 // everyone down.
-func (dc *downstream) send(ms ...*irc.Message) {
+func (dc *downstream) write(ms ...*irc.Message) {
 	lines := make([]string, 0, len(ms))
 	now := time.Now()
 	if dc.now != nil {
@@ -57,193 +54,6 @@ func (dc *downstream) send(ms ...*irc.Message) {
 		dc.logger.Warn("client too slow or gone; disconnecting")
 		dc.conn.Close()
 	}
-}
-
-// clientRegistration is the state of a client before it is attached.
-type clientRegistration struct {
-	nick, user, pass string
-	capNegotiating   bool
-	caps             map[string]bool
-	saslMech         string
-	saslBuf          strings.Builder
-	saslUser         string
-	saslOK           bool
-	authFailures     int
-}
-
-// registerDownstream runs the client's registration and authentication.
-// It returns the username (which selects the network) on success. On
-// failure it has already told the client why.
-func (s *Server) registerDownstream(ctx context.Context, dc *downstream) (string, error) {
-	reg := &clientRegistration{caps: map[string]bool{}}
-	timer := time.NewTimer(downstreamRegisterTimeout)
-	defer timer.Stop()
-	reply := func(cmd string, params ...string) {
-		dc.conn.SendMessage(msg(serverName, cmd, params...))
-	}
-	target := func() string {
-		if reg.nick != "" {
-			return reg.nick
-		}
-		return "*"
-	}
-	for {
-		var m *irc.Message
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-timer.C:
-			reply("ERROR", "Closing link: registration timed out")
-			return "", errors.New("registration timed out")
-		case mm, ok := <-dc.conn.In():
-			if !ok {
-				return "", fmt.Errorf("client left during registration: %w", dc.conn.Err())
-			}
-			m = mm
-		}
-		switch m.Command {
-		case "CAP":
-			s.handleRegistrationCap(dc, reg, m, target())
-		case "AUTHENTICATE":
-			if done := s.handleAuthenticate(dc, reg, m, target()); done && reg.authFailures >= maxAuthFailures {
-				reply("ERROR", "Closing link: too many authentication failures")
-				return "", errors.New("too many SASL failures")
-			}
-		case "PASS":
-			reg.pass = m.Param(0)
-		case "NICK":
-			if m.Param(0) == "" {
-				reply("431", target(), "No nickname given")
-				continue
-			}
-			reg.nick = m.Param(0)
-		case "USER":
-			if len(m.Params) < 4 {
-				reply("461", target(), "USER", "Not enough parameters")
-				continue
-			}
-			reg.user = m.Param(0)
-		case "PING":
-			reply("PONG", serverName, m.Param(0))
-		case "QUIT":
-			return "", errors.New("client quit during registration")
-		default:
-			reply("451", target(), "You have not registered")
-		}
-		if reg.nick == "" || reg.user == "" || reg.capNegotiating {
-			continue
-		}
-		user := reg.user
-		if !reg.saslOK {
-			if !s.checkPassword(reg.pass) {
-				s.authFailDelay(ctx)
-				reply("464", target(), "Password incorrect")
-				reply("ERROR", "Closing link: password incorrect")
-				return "", errors.New("bad password")
-			}
-		} else if reg.saslUser != "" {
-			user = reg.saslUser
-		}
-		dc.nick = reg.nick
-		dc.user = user
-		dc.caps = reg.caps
-		return user, nil
-	}
-}
-
-func (s *Server) authFailDelay(ctx context.Context) {
-	if s.opts.AuthFailDelay <= 0 {
-		return
-	}
-	t := time.NewTimer(s.opts.AuthFailDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
-// checkPassword compares pw with the configured bcrypt hash.
-func (s *Server) checkPassword(pw string) bool {
-	if pw == "" {
-		return false
-	}
-	return bcrypt.CompareHashAndPassword([]byte(s.passwordHash()), []byte(pw)) == nil
-}
-
-func (s *Server) handleRegistrationCap(dc *downstream, reg *clientRegistration, m *irc.Message, target string) {
-	negotiating, end, replies := capCommand(reg.caps, target, m)
-	if negotiating {
-		reg.capNegotiating = true
-	}
-	if end {
-		reg.capNegotiating = false
-	}
-	for _, r := range replies {
-		dc.conn.SendMessage(r)
-	}
-}
-
-// handleAuthenticate runs SASL PLAIN; done reports a finished attempt.
-func (s *Server) handleAuthenticate(dc *downstream, reg *clientRegistration, m *irc.Message, target string) (done bool) {
-	reply := func(cmd string, params ...string) { dc.conn.SendMessage(msg(serverName, cmd, params...)) }
-	fail := func() bool {
-		reg.authFailures++
-		reg.saslMech = ""
-		reg.saslBuf.Reset()
-		reply("904", target, "SASL authentication failed")
-		return true
-	}
-	arg := m.Param(0)
-	if reg.saslOK {
-		reply("907", target, "You have already authenticated using SASL")
-		return false
-	}
-	if reg.saslMech == "" {
-		if !reg.caps["sasl"] {
-			reply("904", target, "SASL authentication failed: negotiate the sasl capability first")
-			return false
-		}
-		if !strings.EqualFold(arg, "PLAIN") {
-			reply("908", target, "PLAIN", "are available SASL mechanisms")
-			return fail()
-		}
-		reg.saslMech = "PLAIN"
-		reply("AUTHENTICATE", "+")
-		return false
-	}
-	switch {
-	case arg == "*":
-		reg.saslMech = ""
-		reg.saslBuf.Reset()
-		reply("906", target, "SASL authentication aborted")
-		return false
-	case arg != "+":
-		reg.saslBuf.WriteString(arg)
-		if reg.saslBuf.Len() > 4096 {
-			return fail()
-		}
-		if len(arg) == 400 {
-			return false // more to come
-		}
-	}
-	raw, err := base64.StdEncoding.DecodeString(reg.saslBuf.String())
-	if err != nil {
-		return fail()
-	}
-	authzid, authcid, pw, err := decodeSASLPlain(raw)
-	if err != nil || (authzid != "" && authzid != authcid) || !s.checkPassword(pw) {
-		s.authFailDelay(context.Background())
-		return fail()
-	}
-	reg.saslOK = true
-	reg.saslUser = authcid
-	reg.saslMech = ""
-	reg.saslBuf.Reset()
-	nick := target
-	reply("900", target, nick+"!"+authcid+"@"+serverName, authcid, "You are now logged in as "+authcid)
-	reply("903", target, "SASL authentication successful")
-	return true
 }
 
 // handleClient serves one accepted connection: registration, then hands
@@ -294,4 +104,286 @@ func (s *Server) pickNetwork(user string) *network {
 		}
 	}
 	return s.networks[0]
+}
+
+// replayToClient sends a kept message to dc: with its time tag for clients with
+// server-time, otherwise with the time written before the text.
+func (n *network) replayToClient(dc *downstream, m *irc.Message) {
+	if dc.hasCap("server-time") || len(m.Params) < 2 || (m.Command != "PRIVMSG" && m.Command != "NOTICE") {
+		n.toClient(dc, m)
+		return
+	}
+	t, ok := parseServerTime(m.Tags["time"])
+	if !ok {
+		n.toClient(dc, m)
+		return
+	}
+	c := m.Copy()
+	stamp := "[" + replayStamp(t, n.now()) + "] "
+	if cmd, body, isCTCP := parseCTCP(c.Params[1]); isCTCP && cmd == "ACTION" {
+		c.Params[1] = ctcpAction(stamp + body)
+	} else {
+		c.Params[1] = stamp + c.Params[1]
+	}
+	n.toClient(dc, c)
+}
+
+// replayStamp formats t for a client without server-time: the time of
+// day, with the date when it is not today.
+func replayStamp(t, now time.Time) string {
+	t, now = t.Local(), now.Local()
+	if t.Year() == now.Year() && t.YearDay() == now.YearDay() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
+
+// attach welcomes a newly registered client.
+func (n *network) attach(dc *downstream) {
+	n.downstreams = append(n.downstreams, dc)
+	// Like other bouncers, the welcome carries the network's nick, which
+	// clients adopt whatever they registered with.
+	dc.nick = n.nick
+	if n.up != nil && len(n.welcome) > 0 {
+		for _, m := range n.welcome {
+			c := m.Copy()
+			if len(c.Params) > 0 {
+				c.Params[0] = dc.nick
+			}
+			dc.write(c)
+		}
+		for _, m := range n.isupport {
+			c := m.Copy()
+			c.Params[0] = dc.nick
+			dc.write(c)
+		}
+	} else {
+		dc.write(
+			msg(serverName, "001", dc.nick, "Welcome to otrbnc; "+n.cfg.Name+" is not connected yet"),
+			msg(serverName, "002", dc.nick, "Your host is otrbnc"),
+			msg(serverName, "003", dc.nick, "This server was created by otrbnc"),
+			msg(serverName, "004", dc.nick, serverName, "otrbnc", "i", "o"),
+		)
+	}
+	dc.write(msg(serverName, "422", dc.nick, "MOTD omitted by otrbnc"))
+	if n.up != nil {
+		for key, ch := range n.channels {
+			dc.write(msg(n.selfPrefix(), "JOIN", ch.name))
+			if ch.topic != "" {
+				dc.write(msg(serverName, "332", dc.nick, ch.name, ch.topic))
+			}
+			n.names = append(n.names, namesRequest{channel: key, dc: dc})
+			n.toUpstreamMsg(msg("", "NAMES", ch.name))
+		}
+	} else {
+		n.tellClient(dc, fmt.Sprintf("%s is not connected yet; otrbnc keeps trying", n.cfg.Name))
+	}
+	if n.lostEvents > 0 {
+		n.tellClient(dc, fmt.Sprintf("%d older *otr message(s) did not fit in memory and are lost", n.lostEvents))
+	}
+	for _, e := range n.backlog {
+		for _, line := range splitText(e.text, 400) {
+			m := n.serviceMsg(dc, line)
+			m.Tags["time"] = formatServerTime(e.at)
+			n.replayToClient(dc, m)
+		}
+	}
+	n.backlog, n.lostEvents = nil, 0
+	if len(n.detached) > 0 {
+		note := fmt.Sprintf("%d private message(s) arrived while no client was attached:", len(n.detached))
+		if n.lostPrivate > 0 {
+			note += fmt.Sprintf(" (%d older ones did not fit in memory and are lost)", n.lostPrivate)
+		}
+		n.tellClient(dc, note)
+		for _, m := range n.detached {
+			n.replayToClient(dc, n.retarget(m, dc))
+		}
+		n.detached, n.lostPrivate = nil, 0
+	}
+	n.otrAttach(dc)
+}
+
+func (n *network) detach(dc *downstream) {
+	for i, d := range n.downstreams {
+		if d == dc {
+			n.downstreams = append(n.downstreams[:i], n.downstreams[i+1:]...)
+			break
+		}
+	}
+	kept := n.names[:0]
+	for _, r := range n.names {
+		if r.dc != dc {
+			kept = append(kept, r)
+		}
+	}
+	n.names = kept
+}
+
+// handleDownstream handles one message from an attached client. A label
+// is answered by otrbnc for what it handles itself (*otr, private
+// messages, PING, CAP); commands passed to the network lose it, since the
+// network's replies cannot be matched to them.
+func (n *network) handleDownstream(dc *downstream, m *irc.Message) {
+	label := m.Tags["label"]
+	ctags := clientOnlyTags(m.Tags)
+	m.Tags = irc.Tags{}
+	m.Prefix = &irc.Prefix{}
+	switch m.Command {
+	case "PING", "CAP", "PRIVMSG", "NOTICE", "TAGMSG", "PASS", "USER", "AUTHENTICATE":
+		if label != "" && dc.hasCap("labeled-response") && len(label) <= 64 {
+			n.resp = &response{dc: dc, label: label}
+			defer n.finishResponse()
+		}
+	}
+	switch m.Command {
+	case "PING":
+		n.toClient(dc, msg(serverName, "PONG", serverName, m.Param(0)))
+	case "PONG":
+	case "QUIT":
+		dc.conn.Close()
+	case "PASS", "USER", "AUTHENTICATE":
+		n.toClient(dc, msg(serverName, "462", dc.nick, "You may not reregister"))
+	case "CAP":
+		_, _, replies := capCommand(dc.caps, dc.nick, m)
+		n.toClient(dc, replies...)
+	case "PRIVMSG", "NOTICE":
+		n.handleClientText(dc, m, ctags)
+	case "TAGMSG":
+		n.handleClientTagmsg(dc, m, ctags)
+	default:
+		if n.up == nil {
+			n.tellClient(dc, fmt.Sprintf("%s is not connected; %s not sent", n.cfg.Name, m.Command))
+			return
+		}
+		if err := n.toUpstreamMsg(m); err != nil {
+			n.tellClient(dc, fmt.Sprintf("%s: %s not sent", err, m.Command))
+		}
+	}
+}
+
+// finishResponse sends the labeled response collected for a command:
+// ACK when it produced nothing, the one message with the label, or a
+// labeled-response batch.
+func (n *network) finishResponse() {
+	r := n.resp
+	n.resp = nil
+	if r == nil {
+		return
+	}
+	switch {
+	case len(r.msgs) == 0:
+		ack := msg(serverName, "ACK")
+		ack.Tags["label"] = r.label
+		r.dc.write(ack)
+	case len(r.msgs) == 1:
+		c := r.msgs[0].Copy()
+		c.Tags["label"] = r.label
+		r.dc.write(c)
+	case r.dc.hasCap("batch"):
+		n.batchSeq++
+		ref := fmt.Sprintf("otrbnc%d", n.batchSeq)
+		start := msg(serverName, "BATCH", "+"+ref, "labeled-response")
+		start.Tags["label"] = r.label
+		out := []*irc.Message{start}
+		for _, m := range r.msgs {
+			c := m.Copy()
+			c.Tags["batch"] = ref
+			out = append(out, c)
+		}
+		out = append(out, msg(serverName, "BATCH", "-"+ref))
+		r.dc.write(out...)
+	default:
+		r.dc.write(r.msgs...)
+	}
+}
+
+// handleClientText routes a client's PRIVMSG or NOTICE: to the service,
+// in clear to channels, NOTICE and non-ACTION CTCP, and through OTR for
+// private messages. ctags are the client-only tags the client sent.
+func (n *network) handleClientText(dc *downstream, m *irc.Message, ctags irc.Tags) {
+	if len(m.Params) < 2 || m.Params[1] == "" {
+		if len(m.Params) == 0 {
+			n.toClient(dc, msg(serverName, "411", dc.nick, "No recipient given ("+m.Command+")"))
+		} else {
+			n.toClient(dc, msg(serverName, "412", dc.nick, "No text to send"))
+		}
+		return
+	}
+	text := m.Params[1]
+	for _, target := range strings.Split(m.Params[0], ",") {
+		if target == "" {
+			continue
+		}
+		if n.casemap.fold(target) == serviceNick {
+			if m.Command == "PRIVMSG" {
+				n.runService(dc, text)
+			}
+			continue
+		}
+		if n.up == nil {
+			n.tellClient(dc, fmt.Sprintf("%s is not connected; your message to %s was NOT sent", n.cfg.Name, target))
+			continue
+		}
+		cmd, _, isCTCP := parseCTCP(text)
+		if isChannel(target, n.chantypes) || m.Command == "NOTICE" || (isCTCP && cmd != "ACTION") || n.ignoredBy(target) != "" {
+			out := msg("", m.Command, target, text)
+			out.Tags = n.tagsUpstream(ctags)
+			if err := n.toUpstreamMsg(out); err != nil {
+				n.tellClient(dc, fmt.Sprintf("%s: your message to %s was NOT sent", err, target))
+				continue
+			}
+			n.echoToClients(dc, m.Command, target, text, ctags)
+			continue
+		}
+		n.privateFromClient(dc, target, text, ctags)
+	}
+}
+
+// handleClientTagmsg forwards a TAGMSG (typing notifications, reactions)
+// unless it goes to a peer whose messages are encrypted and client_tags
+// is strip: the tags would travel in clear.
+func (n *network) handleClientTagmsg(dc *downstream, m *irc.Message, ctags irc.Tags) {
+	target := m.Param(0)
+	if target == "" || len(ctags) == 0 || n.casemap.fold(target) == serviceNick {
+		return
+	}
+	if n.up == nil || !n.upCaps["message-tags"] {
+		return
+	}
+	if !isChannel(target, n.chantypes) && n.encryptsTo(target) && n.setting("client_tags") == "strip" {
+		return
+	}
+	out := msg("", "TAGMSG", target)
+	out.Tags = ctags
+	if n.toUpstreamMsg(out) == nil {
+		n.echoToClients(dc, "TAGMSG", target, "", ctags)
+	}
+}
+
+// tagsUpstream returns the client-only tags that may go to the network
+// (only when it negotiated message-tags).
+func (n *network) tagsUpstream(ctags irc.Tags) irc.Tags {
+	if len(ctags) == 0 || !n.upCaps["message-tags"] {
+		return irc.Tags{}
+	}
+	return ctags.Copy()
+}
+
+// echoToClients mirrors what dc sent, as plaintext, to the other clients and to dc
+// itself when it negotiated echo-message.
+func (n *network) echoToClients(from *downstream, cmd, target, text string, ctags irc.Tags) {
+	for _, dc := range n.downstreams {
+		if dc != from || from.hasCap("echo-message") {
+			var m *irc.Message
+			if cmd == "TAGMSG" {
+				m = msg(n.selfPrefix(), cmd, target)
+			} else {
+				m = msg(n.selfPrefix(), cmd, target, text)
+			}
+			for k, v := range ctags {
+				m.Tags[k] = v
+			}
+			n.toClient(dc, m)
+		}
+	}
 }

@@ -92,7 +92,7 @@ func (n *network) handleHistoryText(m *irc.Message) {
 	text := m.Params[1]
 	i := strings.Index(text, "?OTR")
 	if i < 0 {
-		n.broadcast(m)
+		n.toClients(m)
 		return
 	}
 	rest := text[i:]
@@ -107,7 +107,7 @@ func (n *network) handleHistoryText(m *irc.Message) {
 	}
 	c := m.Copy()
 	c.Params[1] = historyPlaceholder
-	n.broadcast(c)
+	n.toClients(c)
 }
 
 // fragmentIndex parses the piece number k and count of an OTR fragment

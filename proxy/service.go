@@ -89,17 +89,17 @@ func lookupCommand(cmds []serviceCommand, word string) (*serviceCommand, error) 
 func (n *network) runService(dc *downstream, line string) {
 	first, rest := cutWord(line)
 	if first == "" {
-		n.notify(dc, "send \"help\" for the list of commands")
+		n.tellClient(dc, "send \"help\" for the list of commands")
 		return
 	}
 	name, err := splitWords(first)
 	if err != nil || len(name) != 1 {
-		n.notify(dc, "error: send \"help\" for the list of commands")
+		n.tellClient(dc, "error: send \"help\" for the list of commands")
 		return
 	}
 	cmd, err := lookupCommand(n.services, name[0])
 	if err != nil {
-		n.notify(dc, "error: "+err.Error())
+		n.tellClient(dc, "error: "+err.Error())
 		return
 	}
 	var args []string
@@ -109,19 +109,19 @@ func (n *network) runService(dc *downstream, line string) {
 		args, err = splitWords(rest)
 	}
 	if err != nil {
-		n.notify(dc, "error: "+err.Error()+` (quote arguments with "…" or '…', escape with \)`)
+		n.tellClient(dc, "error: "+err.Error()+` (quote arguments with "…" or '…', escape with \)`)
 		return
 	}
 	if len(args) < cmd.minArgs || (cmd.maxArgs >= 0 && len(args) > cmd.maxArgs) {
-		n.notify(dc, "usage: "+cmd.usage)
+		n.tellClient(dc, "usage: "+cmd.usage)
 		return
 	}
 	if err := cmd.run(n, dc, args); err != nil {
 		if errors.Is(err, errUsage) {
-			n.notify(dc, "usage: "+cmd.usage)
+			n.tellClient(dc, "usage: "+cmd.usage)
 			return
 		}
-		n.notify(dc, "error: "+err.Error())
+		n.tellClient(dc, "error: "+err.Error())
 	}
 }
 
@@ -131,26 +131,26 @@ func cmdHelp(n *network, dc *downstream, args []string) error {
 		if err != nil {
 			return err
 		}
-		n.notify(dc, "usage: "+cmd.usage+" — "+cmd.help)
+		n.tellClient(dc, "usage: "+cmd.usage+" — "+cmd.help)
 		if cmd.details != "" {
-			n.notify(dc, cmd.details)
+			n.tellClient(dc, cmd.details)
 		}
 		if len(cmd.aliases) > 0 {
-			n.notify(dc, "aliases: "+strings.Join(cmd.aliases, ", "))
+			n.tellClient(dc, "aliases: "+strings.Join(cmd.aliases, ", "))
 		}
 		for _, ex := range cmd.examples {
-			n.notify(dc, "example: /msg *otr "+ex)
+			n.tellClient(dc, "example: /msg *otr "+ex)
 		}
 		if cmd.name == "set" {
 			for _, s := range settingsTable {
-				n.notify(dc, fmt.Sprintf("  %s = %s (%s) — %s", s.name, n.setting(s.name), s.values, s.help))
+				n.tellClient(dc, fmt.Sprintf("  %s = %s (%s) — %s", s.name, n.setting(s.name), s.values, s.help))
 			}
 		}
 		return nil
 	}
-	n.notify(dc, "commands (any unique prefix works; quote arguments with spaces; help <command> explains one):")
+	n.tellClient(dc, "commands (any unique prefix works; quote arguments with spaces; help <command> explains one):")
 	for _, c := range n.services {
-		n.notify(dc, "  "+c.usage+" — "+c.help)
+		n.tellClient(dc, "  "+c.usage+" — "+c.help)
 	}
 	return nil
 }

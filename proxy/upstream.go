@@ -1,25 +1,11 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"crypto/subtle"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
-	"net"
 	"strings"
 	"time"
 
-	"otrbnc/proxy/config"
-
-	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
 
@@ -28,298 +14,333 @@ const (
 	upstreamRegisterTimeout = 60 * time.Second
 )
 
-// backoff computes reconnect delays: exponential from min to max, plus up
-// to a quarter of the delay as random jitter.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
-
-// next returns the delay before the next attempt and doubles the base.
-func (b *backoff) next() time.Duration {
-	if b.cur < b.min {
-		b.cur = b.min
-	}
-	d := b.cur
-	b.cur *= 2
-	if b.cur > b.max {
-		b.cur = b.max
-	}
-	if q := int64(d / 4); q > 0 {
-		d += time.Duration(rand.Int64N(q + 1))
-	}
-	return d
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// registration is what we learnt while registering upstream.
-type registration struct {
-	nick       string
-	user, host string
-	welcome    []*irc.Message // 001 and what preceded the end of registration
-	caps       map[string]bool
-}
-
-// dialUpstream connects to the network, with TLS unless irc+insecure was
-// asked for.
-func dialUpstream(ctx context.Context, cfg *config.NetworkConfig, logger *slog.Logger) (*ircConn, error) {
-	useTLS, host, port, err := config.ParseServerAddress(cfg.Address)
-	if err != nil {
-		return nil, err
-	}
-	d := net.Dialer{Timeout: upstreamDialTimeout}
-	dctx, cancel := context.WithTimeout(ctx, upstreamDialTimeout)
-	defer cancel()
-	nc, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", cfg.Address, err)
-	}
-	if useTLS {
-		tc, err := upstreamTLSConfig(cfg, host)
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-		tconn := tls.Client(nc, tc)
-		if err := tconn.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", cfg.Address, err)
-		}
-		nc = tconn
-	}
-	lim := rate.NewLimiter(rate.Every(cfg.RateInterval.Duration), cfg.RateBurst)
-	return newIRCConn(nc, connOptions{
-		queue:        4096,
-		limiter:      lim,
-		pingInterval: cfg.PingInterval.Duration,
-		pingTimeout:  cfg.PingTimeout.Duration,
-		logger:       logger,
-	}), nil
-}
-
-// upstreamTLSConfig verifies the server with the system roots, or with the
-// configured certificate pin instead.
-func upstreamTLSConfig(cfg *config.NetworkConfig, host string) (*tls.Config, error) {
-	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if cfg.TLSClientCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSClientCert, cfg.TLSClientKey)
-		if err != nil {
-			return nil, fmt.Errorf("loading TLS client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	if cfg.TLSFingerprint != "" {
-		pin, err := config.ParseCertFingerprint(cfg.TLSFingerprint)
-		if err != nil {
-			return nil, err
-		}
-		tc.InsecureSkipVerify = true // replaced by the pin check below
-		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("server sent no certificate")
-			}
-			return checkCertPin(cs.PeerCertificates[0], pin)
-		}
-	} else if cfg.TLSInsecureSkipVerify {
-		tc.InsecureSkipVerify = true
-	}
-	return tc, nil
-}
-
-func checkCertPin(cert *x509.Certificate, pin []byte) error {
-	var sum []byte
-	if len(pin) == sha256.Size {
-		s := sha256.Sum256(cert.Raw)
-		sum = s[:]
-	} else {
-		s := sha512.Sum512(cert.Raw)
-		sum = s[:]
-	}
-	if subtle.ConstantTimeCompare(sum, pin) != 1 {
-		return fmt.Errorf("server certificate fingerprint %x does not match the pinned one", sum)
-	}
-	return nil
-}
-
-// errSASL marks an authentication refusal by the network.
-var errSASL = errors.New("SASL authentication failed")
-
-// registerUpstream runs CAP, SASL, PASS/NICK/USER until RPL_WELCOME.
-func registerUpstream(ctx context.Context, c *ircConn, cfg *config.NetworkConfig) (*registration, error) {
-	ctx, cancel := context.WithTimeout(ctx, upstreamRegisterTimeout)
-	defer cancel()
-	reg := &registration{nick: cfg.Nick, caps: map[string]bool{}}
-	mech := strings.ToUpper(cfg.SASL.Mechanism)
-	send := func(m *irc.Message) { c.SendMessage(m) }
-	send(msg("", "CAP", "LS", "302"))
-	if cfg.ServerPassword != "" {
-		send(msg("", "PASS", cfg.ServerPassword))
-	}
-	send(msg("", "NICK", reg.nick))
-	send(msg("", "USER", cfg.Username, "0", "*", cfg.Realname))
-	var ls []string
-	capDone := false
-	nickTries := 0
-	for {
-		var m *irc.Message
+// connectLoop keeps the upstream connection up, reconnecting with
+// exponential backoff and jitter. It never touches owned state.
+func (n *network) connectLoop(ctx context.Context) {
+	bo := newBackoff(n.cfg.ReconnectMin.Duration, n.cfg.ReconnectMax.Duration)
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
 		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("registration: %w", ctx.Err())
-		case mm, ok := <-c.In():
-			if !ok {
-				return nil, fmt.Errorf("registration: connection closed: %w", c.Err())
-			}
-			m = mm
-		}
-		switch m.Command {
-		case "PING":
-			c.sendPriority(formatMessage(msg("", "PONG", m.Params...)))
-		case "CAP":
-			if len(m.Params) < 3 {
-				continue
-			}
-			switch strings.ToUpper(m.Params[1]) {
-			case "LS":
-				more := len(m.Params) >= 4 && m.Params[2] == "*"
-				ls = append(ls, strings.Fields(m.Trailing())...)
-				if more {
-					continue
-				}
-				var want []string
-				for _, cp := range ls {
-					name, val, _ := strings.Cut(cp, "=")
-					switch name {
-					case "sasl":
-						if mech != "" && (val == "" || containsFold(strings.Split(val, ","), mech)) {
-							want = append(want, name)
-						}
-					case "chghost", "multi-prefix", "server-time", "message-tags", "batch":
-						// server-time and batch tell live messages from
-						// history (history.go); message-tags carries
-						// clients' tags. echo-message is never asked:
-						// otrbnc echoes plaintext itself.
-						want = append(want, name)
-					}
-				}
-				if mech != "" && !containsFold(want, "sasl") {
-					return nil, fmt.Errorf("%w: the server does not offer SASL %s", errSASL, mech)
-				}
-				if len(want) == 0 {
-					send(msg("", "CAP", "END"))
-					capDone = true
-				} else {
-					send(msg("", "CAP", "REQ", strings.Join(want, " ")))
-				}
-			case "ACK":
-				for _, cp := range strings.Fields(m.Trailing()) {
-					reg.caps[strings.TrimPrefix(cp, "-")] = !strings.HasPrefix(cp, "-")
-				}
-				if mech != "" && reg.caps["sasl"] {
-					send(msg("", "AUTHENTICATE", mech))
-				} else if !capDone {
-					send(msg("", "CAP", "END"))
-					capDone = true
-				}
-			case "NAK":
-				if mech != "" {
-					return nil, fmt.Errorf("%w: the server refused the sasl capability", errSASL)
-				}
-				send(msg("", "CAP", "END"))
-				capDone = true
-			}
-		case "AUTHENTICATE":
-			if m.Param(0) != "+" {
-				continue
-			}
-			var payload []byte
-			if mech == "PLAIN" {
-				payload = []byte(cfg.SASL.Username + "\x00" + cfg.SASL.Username + "\x00" + cfg.SASL.Password)
-			}
-			for _, chunk := range saslChunks(payload) {
-				send(msg("", "AUTHENTICATE", chunk))
-			}
-		case "903": // RPL_SASLSUCCESS
-			send(msg("", "CAP", "END"))
-			capDone = true
-		case "902", "904", "905", "906", "908":
-			return nil, fmt.Errorf("%w: %s %s", errSASL, m.Command, m.Trailing())
-		case "432", "433", "436", "437":
-			nickTries++
-			if nickTries > 8 {
-				return nil, fmt.Errorf("registration: no acceptable nick (last %s)", reg.nick)
-			}
-			reg.nick = fallbackNick(cfg.Nick, nickTries)
-			send(msg("", "NICK", reg.nick))
-		case "464", "465":
-			return nil, fmt.Errorf("registration refused: %s %s", m.Command, m.Trailing())
-		case "ERROR":
-			return nil, fmt.Errorf("registration: server closed the link: %s", m.Trailing())
-		case "001":
-			reg.nick = m.Param(0)
-			reg.welcome = append(reg.welcome, m)
-			if u, h, ok := prefixFromWelcome(m.Trailing(), reg.nick); ok {
-				reg.user, reg.host = u, h
-			}
-			return reg, nil
-		}
-	}
-}
-
-// saslChunks encodes an AUTHENTICATE payload in 400-byte pieces; "+"
-// stands for an empty payload or ends one that filled its last piece.
-func saslChunks(payload []byte) []string {
-	enc := base64.StdEncoding.EncodeToString(payload)
-	if enc == "" {
-		return []string{"+"}
-	}
-	var out []string
-	for len(enc) >= 400 {
-		out = append(out, enc[:400])
-		enc = enc[400:]
-	}
-	if enc == "" {
-		enc = "+"
-	}
-	return append(out, enc)
-}
-
-// fallbackNick returns the nick to try after try refusals.
-func fallbackNick(nick string, try int) string {
-	if try <= 3 {
-		return nick + strings.Repeat("_", try)
-	}
-	return fmt.Sprintf("%s%d", nick, rand.IntN(1000))
-}
-
-// prefixFromWelcome finds "nick!user@host" at the end of a 001 text.
-func prefixFromWelcome(text, nick string) (user, host string, ok bool) {
-	f := strings.Fields(text)
-	if len(f) == 0 {
-		return "", "", false
-	}
-	p := irc.ParsePrefix(f[len(f)-1])
-	if p.User == "" || p.Host == "" || !strings.EqualFold(p.Name, nick) {
-		return "", "", false
-	}
-	return p.User, p.Host, true
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
+		case <-t.C:
 			return true
+		case <-ctx.Done():
+			return false
 		}
 	}
-	return false
+	for ctx.Err() == nil {
+		start := time.Now()
+		uc, err := dialUpstream(ctx, &n.cfg, n.logger)
+		var reg *registration
+		if err == nil {
+			reg, err = registerUpstream(ctx, uc, &n.cfg)
+			if err != nil {
+				uc.Close()
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := bo.next()
+			n.logger.Warn("upstream connection failed", "err", err, "retry_in", d)
+			n.post(ctx, evUpstreamFailed{err: err, retry: d})
+			if !sleep(d) {
+				return
+			}
+			continue
+		}
+		n.logger.Info("upstream registered", "nick", reg.nick)
+		if !n.post(ctx, evUpstreamUp{uc: uc, reg: reg}) {
+			uc.Close()
+			return
+		}
+		for m := range uc.In() {
+			if !n.post(ctx, evUpstreamMsg{uc: uc, m: m}) {
+				// Shutting down: the owner flushes and closes uc.
+				<-uc.Done()
+				return
+			}
+		}
+		uc.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			bo.reset()
+		}
+		d := bo.next()
+		n.logger.Warn("upstream disconnected", "err", uc.Err(), "retry_in", d)
+		if !n.post(ctx, evUpstreamDown{uc: uc, err: uc.Err(), retry: d}) {
+			return
+		}
+		if !sleep(d) {
+			return
+		}
+	}
 }
 
-// decodeSASLPlain splits a SASL PLAIN response.
-func decodeSASLPlain(b []byte) (authzid, authcid, password string, err error) {
-	parts := bytes.Split(b, []byte{0})
-	if len(parts) != 3 {
-		return "", "", "", errors.New("malformed SASL PLAIN response")
+func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
+	n.up = uc
+	n.burst = true
+	old := n.nick
+	n.nick = reg.nick
+	n.user, n.host = reg.user, reg.host
+	n.welcome = reg.welcome
+	n.upCaps = reg.caps
+	n.batches = nil
+	if len(reg.welcome) > 0 {
+		n.noteServerTime(reg.welcome[0].Tags)
+		for _, m := range reg.welcome {
+			m.Tags = upstreamTags(m.Tags)
+		}
 	}
-	return string(parts[0]), string(parts[1]), string(parts[2]), nil
+	n.isupport = nil
+	n.names = nil
+	var joins []string
+	for _, ch := range n.channels {
+		joins = append(joins, ch.name)
+	}
+	for _, line := range joinLines(joins) {
+		uc.Send(line)
+	}
+	n.selfWho++
+	uc.Send(formatMessage(msg("", "WHO", n.nick)))
+	for _, dc := range n.downstreams {
+		if dc.nick != n.nick {
+			n.toClient(dc, msg(dc.nick, "NICK", n.nick))
+			dc.nick = n.nick
+		}
+	}
+	if old != n.nick {
+		n.logger.Info("nick changed at registration", "nick", n.nick)
+	}
+	n.tellClients(fmt.Sprintf("connected to %s as %s", n.cfg.Name, n.nick))
+	n.otrReconnected()
+}
+
+// joinLines packs channel names into JOIN lines of at most 510 bytes.
+func joinLines(chans []string) []string {
+	var out []string
+	cur := ""
+	for _, c := range chans {
+		if cur != "" && len("JOIN ")+len(cur)+1+len(c) > 500 {
+			out = append(out, "JOIN "+cur)
+			cur = ""
+		}
+		if cur != "" {
+			cur += ","
+		}
+		cur += c
+	}
+	if cur != "" {
+		out = append(out, "JOIN "+cur)
+	}
+	return out
+}
+
+func (n *network) handleUpstream(m *irc.Message) {
+	raw := m.Tags
+	m.Tags = upstreamTags(raw)
+	if n.casemap.fold(m.Prefix.Name) == serviceNick ||
+		(m.Command == "NICK" && n.casemap.fold(m.Param(0)) == serviceNick) {
+		return // nobody may speak, or appear, as our service
+	}
+	switch m.Command {
+	case "PING":
+		n.up.sendPriority(formatMessage(msg("", "PONG", m.Params...)))
+		return
+	case "ERROR":
+		// The connection is ending; clients hear it from *otr instead, so
+		// that they do not take it for the end of their own connection.
+		n.logger.Info("upstream sent ERROR", "text", m.Trailing())
+		return
+	case "BATCH":
+		n.onUpstreamBatch(&irc.Message{Tags: raw, Prefix: m.Prefix, Command: m.Command, Params: m.Params})
+		return
+	case "PONG":
+		n.noteServerTime(raw)
+		return
+	case "CAP", "AUTHENTICATE", "CHGHOST":
+		if m.Command == "CHGHOST" && n.isSelf(m.Prefix.Name) && len(m.Params) >= 2 {
+			n.user, n.host = m.Params[0], m.Params[1]
+		}
+		return
+	case "001":
+		return
+	case "002", "003", "004":
+		if n.burst {
+			if len(n.welcome) < 8 {
+				n.welcome = append(n.welcome, m)
+			}
+			return
+		}
+	case "005":
+		if len(n.isupport) < maxISupportLines {
+			n.isupport = append(n.isupport, m)
+		}
+		n.parseISupport(m)
+	case "375", "372":
+		if n.burst {
+			return
+		}
+	case "376", "422":
+		if n.burst {
+			n.burst = false
+			return
+		}
+	case "396": // RPL_VISIBLEHOST
+		if h := m.Param(1); h != "" {
+			if u, hh, ok := strings.Cut(h, "@"); ok {
+				n.user, n.host = u, hh
+			} else {
+				n.host = h
+			}
+		}
+	case "352": // RPL_WHOREPLY: me channel user host server nick ...
+		if n.selfWho > 0 && n.isSelf(m.Param(5)) {
+			n.user, n.host = m.Param(2), m.Param(3)
+			return
+		}
+	case "315":
+		if n.selfWho > 0 && n.isSelf(m.Param(1)) {
+			n.selfWho--
+			return
+		}
+	case "NICK":
+		if n.isSelf(m.Prefix.Name) {
+			n.nick = m.Param(0)
+			for _, dc := range n.downstreams {
+				n.toClient(dc, m)
+				dc.nick = n.nick
+			}
+			return
+		}
+		n.toClients(m)
+		n.otrNickChange(m.Prefix.Name, m.Param(0))
+		return
+	case "JOIN":
+		if n.isSelf(m.Prefix.Name) {
+			if m.Prefix.User != "" && m.Prefix.Host != "" {
+				n.user, n.host = m.Prefix.User, m.Prefix.Host
+			}
+			name := m.Param(0)
+			key := n.casemap.fold(name)
+			if n.channels[key] == nil {
+				n.channels[key] = &channel{name: name}
+			}
+		}
+	case "PART":
+		if n.isSelf(m.Prefix.Name) {
+			delete(n.channels, n.casemap.fold(m.Param(0)))
+		}
+	case "KICK":
+		if n.isSelf(m.Param(1)) {
+			delete(n.channels, n.casemap.fold(m.Param(0)))
+		}
+	case "332":
+		if ch := n.channels[n.casemap.fold(m.Param(1))]; ch != nil {
+			ch.topic = m.Trailing()
+		}
+	case "TOPIC":
+		if ch := n.channels[n.casemap.fold(m.Param(0))]; ch != nil {
+			ch.topic = m.Param(1)
+		}
+	case "353", "366":
+		name := m.Param(1)
+		if m.Command == "353" {
+			name = m.Param(2)
+		}
+		key := n.casemap.fold(name)
+		for i, r := range n.names {
+			if r.channel == key {
+				if n.hasDownstream(r.dc) {
+					n.toClient(r.dc, n.retarget(m, r.dc))
+				}
+				if m.Command == "366" {
+					n.names = append(n.names[:i], n.names[i+1:]...)
+				}
+				return
+			}
+		}
+	case "PRIVMSG", "NOTICE":
+		n.handleUpstreamText(m, n.isHistory(raw))
+		return
+	case "TAGMSG":
+		if n.casemap.fold(m.Param(0)) == serviceNick {
+			return
+		}
+	}
+	n.toClients(m)
+}
+
+func (n *network) parseISupport(m *irc.Message) {
+	if len(m.Params) < 2 {
+		return
+	}
+	for _, tok := range m.Params[1 : len(m.Params)-1] {
+		k, v, _ := strings.Cut(tok, "=")
+		switch strings.ToUpper(k) {
+		case "CHANTYPES":
+			n.chantypes = v
+		case "CASEMAPPING":
+			cm := parseCasemapping(v)
+			if cm != n.casemap {
+				n.casemap = cm
+				refold := map[string]*channel{}
+				for _, ch := range n.channels {
+					refold[cm.fold(ch.name)] = ch
+				}
+				n.channels = refold
+				n.otr.refold(cm)
+			}
+		}
+	}
+}
+
+// handleUpstreamText routes PRIVMSG and NOTICE from the network; history
+// (see history.go) never reaches the engine.
+func (n *network) handleUpstreamText(m *irc.Message, history bool) {
+	if len(m.Params) < 2 {
+		n.toClients(m)
+		return
+	}
+	src := m.Prefix.Name
+	target, text := m.Params[0], m.Params[1]
+	switch {
+	case n.casemap.fold(target) == serviceNick:
+		return // only clients talk to our service
+	case src == "" || (m.Prefix.User == "" && m.Prefix.Host == "" && strings.Contains(src, ".")):
+		n.toClients(m) // from a server
+		return
+	case n.isSelf(src):
+		// An echo of our own message (echo-message, or a bouncer upstream):
+		// our ciphertext must reach neither clients nor the engine.
+		if strings.Contains(text, "?OTR") {
+			return
+		}
+		n.toClients(m)
+		return
+	case isChannel(target, n.chantypes) || !n.isSelf(target):
+		n.toClients(m)
+		return
+	case m.Command == "NOTICE":
+		n.toClients(m) // notices are not OTR traffic; they pass in clear
+		return
+	case n.ignoredBy(src) != "":
+		n.toClients(m) // otrbnc leaves ignored nicks alone
+		return
+	case history:
+		n.handleHistoryText(m)
+		return
+	}
+	if cmd, _, ok := parseCTCP(text); ok {
+		if cmd == "ACTION" {
+			n.clearActionFromPeer(m)
+		} else {
+			n.toClients(m)
+		}
+		return
+	}
+	n.privateFromPeer(m.Prefix, text, m.Tags)
 }

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"otrbnc/keystore"
+	"otrbnc/otrcore"
+)
+
+func trustWord(trusted bool) string {
+	if trusted {
+		return "verified"
+	}
+	return "UNVERIFIED"
+}
+
+func smpPrompt(nick, q string, hasQ bool) string {
+	if hasQ {
+		return fmt.Sprintf("%s wants to verify your identity and asks: %q — answer with: /msg *otr auth %s <answer>", nick, neutralize(q), nick)
+	}
+	return fmt.Sprintf("%s wants to verify your identity with a shared secret — answer with: /msg *otr auth %s <secret>", nick, nick)
+}
+
+// otrEvent turns an engine event into service notices, trust updates and
+// logs (never with message text).
+func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
+	nick := p.nick
+	now := n.now()
+	n.logger.Debug("OTR event", "kind", ev.Kind.String())
+	switch ev.Kind {
+	case otrcore.EventGoneSecure:
+		if ev.Refresh {
+			n.tellClientsAbout(nick, "private conversation refreshed (new session keys)")
+			return
+		}
+		n.tellClientsAbout(nick, fmt.Sprintf("private conversation with %s started (OTRv%d, %s). Their fingerprint: %s. Session id: %s",
+			nick, ev.Version, trustWord(ev.Trusted), ev.Fingerprint, otrcore.SSIDString(ev.SSID, ev.WeSentRevealSig)))
+		if !ev.Trusted {
+			n.tellClientsAbout(nick, fmt.Sprintf("%s is not verified. Verify with a secret only you two know: /msg *otr auth %s <secret> — or compare fingerprints out of band (yours: %s, theirs: %s) and run: /msg *otr trust %s %s",
+				nick, nick, n.otr.id.Key.Fingerprint(), ev.Fingerprint, nick, ev.Fingerprint))
+		}
+		n.refreshPolicies() // "policy known" may now apply
+	case otrcore.EventGoneInsecure:
+		n.tellClientsAbout(nick, "private conversation ended; messages now go in clear")
+	case otrcore.EventPeerFinished:
+		n.tellClientsAbout(nick, fmt.Sprintf("%s ended the private conversation. Your messages to them are now refused: run /msg *otr finish %s to talk in clear, or /msg *otr start %s to start again", nick, nick, nick))
+	case otrcore.EventPlaintextInSession:
+		n.tellClientsAbout(nick, fmt.Sprintf("the message from %s marked %q was NOT encrypted, although your private conversation is", nick, n.marker()))
+	case otrcore.EventUnreadable:
+		n.tellClientsAbout(nick, fmt.Sprintf("an encrypted message from %s could not be read", nick))
+	case otrcore.EventMalformed:
+		n.tellClientsAbout(nick, fmt.Sprintf("a malformed OTR message from %s was ignored", nick))
+	case otrcore.EventNotInPrivate:
+		n.tellClientsAbout(nick, fmt.Sprintf("%s sent an encrypted message but there is no private conversation; it could not be read", nick))
+	case otrcore.EventMessageHeld:
+		n.tellClientsAbout(nick, fmt.Sprintf("your message is queued until the private conversation with %s starts (policy %s); starting it now", nick, p.conv.Policy()))
+	case otrcore.EventHeldSent:
+		n.tellClientsAbout(nick, fmt.Sprintf("%d queued message(s) sent encrypted", ev.Count))
+	case otrcore.EventHeldBlocked:
+		n.tellClientsAbout(nick, fmt.Sprintf("%d queued message(s) were NOT sent: %s uses a key never seen before and not verified (%s). Check it, then /msg *otr release %s to send them, or /msg *otr discard %s",
+			ev.Count, nick, ev.Fingerprint, nick, nick))
+	case otrcore.EventMessageRefused:
+		n.tellClientsAbout(nick, fmt.Sprintf("your message was NOT sent: %s", errText(ev.Err)))
+	case otrcore.EventNewFingerprint:
+		n.newFingerprint(p, ev.Fingerprint, now)
+	case otrcore.EventPeerError:
+		n.tellClientsAbout(nick, fmt.Sprintf("OTR error from %s: %s", nick, neutralize(ev.Message)))
+	case otrcore.EventProtocolError:
+		n.logger.Warn("OTR protocol problem", "err", ev.Err)
+	case otrcore.EventSMPRequest:
+		n.tellClientsAbout(nick, smpPrompt(nick, ev.Question, ev.HasQuestion))
+	case otrcore.EventSMPSucceeded:
+		if ev.Verified && n.otr.id.Trust != nil {
+			if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(ev.Fingerprint), keystore.TrustSMP, now); err != nil {
+				n.logger.Error("could not record trust", "err", err)
+				n.tellClientsAbout(nick, fmt.Sprintf("identity verified, but the trust could not be saved: %v", err))
+				return
+			}
+			n.tellClientsAbout(nick, fmt.Sprintf("identity verified: fingerprint %s of %s is now trusted", ev.Fingerprint, nick))
+			n.refreshPolicies()
+		} else {
+			n.tellClientsAbout(nick, fmt.Sprintf("%s verified your identity (they asked a question only you could answer). That does not verify them: ask your own with /msg *otr authq %s \"<question>\" <answer>", nick, nick))
+		}
+	case otrcore.EventSMPFailed:
+		n.tellClientsAbout(nick, "identity verification FAILED: the secrets differ"+n.trustKept(ev.Fingerprint))
+	case otrcore.EventSMPAborted:
+		n.tellClientsAbout(nick, "identity verification aborted")
+	case otrcore.EventSMPCheated:
+		n.tellClientsAbout(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
+	case otrcore.EventQueryReceived:
+		n.tellClientsAbout(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.conv.Policy(), nick))
+	}
+}
+
+// trustKept explains, after a failed verification, that an earlier
+// verification of fp still stands: a failed SMP never revokes trust.
+func (n *network) trustKept(fp otrcore.Fingerprint) string {
+	if n.otr.id.Trust == nil {
+		return ""
+	}
+	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
+	if !ok || info.Trust == keystore.TrustNone {
+		return ""
+	}
+	return fmt.Sprintf(". The key stays verified (%s) as before; if you now doubt it, run /msg *otr distrust %s", trustLevelWord(info.Trust), fp)
+}
+
+// newFingerprint records a key the peer presented and warns when the nick
+// had other keys before, or the key was seen under other nicks.
+func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Time) {
+	nick := p.nick
+	if n.otr.id.Trust == nil {
+		n.tellClientsAbout(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
+		return
+	}
+	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, keystore.Fingerprint(fp), now)
+	if err != nil {
+		n.logger.Error("could not record a fingerprint", "err", err)
+		n.tellClientsAbout(nick, fmt.Sprintf("new fingerprint for %s: %s (it could not be saved: %v)", nick, fp, err))
+		return
+	}
+	switch {
+	case seen.NewForPeer && len(seen.OtherFingerprints) > 0:
+		var olds []string
+		for _, o := range seen.OtherFingerprints {
+			w := "unverified"
+			if info, ok := n.otr.id.Trust.Lookup(o); ok && info.Trust != keystore.TrustNone {
+				w = "verified"
+			}
+			olds = append(olds, fmt.Sprintf("%s (%s)", otrcore.Fingerprint(o), w))
+		}
+		n.tellClientsAbout(nick, fmt.Sprintf("WARNING: %s now uses a DIFFERENT key: %s. Before, %s used: %s. Someone else may be using the nick; verify before trusting.",
+			nick, fp, nick, strings.Join(olds, ", ")))
+	default:
+		n.tellClientsAbout(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
+	}
+	if len(seen.OtherNicks) > 0 {
+		w := "not verified"
+		if seen.Trust != keystore.TrustNone {
+			w = "verified (" + trustLevelWord(seen.Trust) + ")"
+		}
+		n.tellClientsAbout(nick, fmt.Sprintf("note: this key was seen before under the nick(s) %s; it is %s. Trust belongs to the key, whatever the nick.",
+			strings.Join(seen.OtherNicks, ", "), w))
+	}
+}
+
+// trustLevelWord describes how a key was verified.
+func trustLevelWord(t keystore.TrustLevel) string {
+	switch t {
+	case keystore.TrustManual:
+		return "by fingerprint"
+	case keystore.TrustSMP:
+		return "by shared secret"
+	}
+	return "not verified"
+}
