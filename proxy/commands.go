@@ -180,7 +180,7 @@ func cmdStart(n *network, dc *downstream, args []string) error {
 	p := n.peer(args[0])
 	res := p.conv.Start(n.now())
 	if hasEvent(res, otrcore.EventMessageRefused) {
-		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.conv.Policy(), p.nick)
+		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.policy, p.nick)
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
 	return n.applyResult(p, res)
@@ -250,7 +250,7 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 				continue
 			}
 			count++
-			line := fmt.Sprintf("[%s] %s, policy %s", p.nick, stateWord(st), p.conv.Policy())
+			line := fmt.Sprintf("[%s] %s, policy %s", p.nick, stateWord(st), p.policy)
 			if st.Held > 0 {
 				line += fmt.Sprintf(", %d queued", st.Held)
 			}
@@ -270,17 +270,14 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 	if err := validPeerNick(n, nick); err != nil {
 		return err
 	}
-	pol, src := n.policySource(nick)
-	if m := n.ignoredBy(nick); m != "" {
-		pol, src = otrcore.PolicyNever, "ignored"
-	}
 	p := n.lookupPeer(nick)
 	if p == nil {
-		n.tellClient(dc, fmt.Sprintf("[%s] no conversation; policy %s (%s)", nick, pol, src))
+		d := n.decidePolicy(nick)
+		n.tellClient(dc, fmt.Sprintf("[%s] no conversation; policy %s (%s)", nick, d.policy, d.source))
 		return nil
 	}
 	st := p.conv.Status()
-	n.tellClient(dc, fmt.Sprintf("[%s] %s, policy %s (%s), fragment size %d", p.nick, stateWord(st), p.conv.Policy(), src, n.fragSize(p.nick)))
+	n.tellClient(dc, fmt.Sprintf("[%s] %s, policy %s (%s), fragment size %d", p.nick, stateWord(st), p.policy, p.source, p.fragSize))
 	if st.HasFingerprint {
 		n.tellClient(dc, fmt.Sprintf("[%s] fingerprint %s, session id %s", p.nick, st.Fingerprint, otrcore.SSIDString(st.SSID, st.WeSentRevealSig)))
 	}
@@ -382,7 +379,7 @@ func cmdPlain(n *network, dc *downstream, args []string) error {
 	if err := n.requireUp(); err != nil {
 		return err
 	}
-	pieces := splitText(text, n.fragSize(nick))
+	pieces := splitText(text, n.decidePolicy(nick).fragSize)
 	lines := make([]string, len(pieces))
 	for i, p := range pieces {
 		lines[i] = formatMessage(msg("", "PRIVMSG", nick, p))

@@ -126,7 +126,7 @@ func cmdPolicy(n *network, dc *downstream, args []string) error {
 			n.setPolicyRule(name, value)
 		}
 	}
-	n.refreshPolicies()
+	n.applyPolicies()
 	saveErr := n.save()
 	switch {
 	case value != "unset":
@@ -213,7 +213,7 @@ func cmdIgnore(n *network, dc *downstream, args []string) error {
 	} else {
 		n.tellClient(dc, fmt.Sprintf("[%s] removed from the ignore list", mask))
 	}
-	n.refreshPolicies()
+	n.applyPolicies()
 	if saveErr != nil {
 		n.tellClient(dc, "warning: "+saveErr.Error())
 	}
@@ -338,11 +338,9 @@ func cmdSet(n *network, dc *downstream, args []string) error {
 	saveErr := n.save()
 	switch s.name {
 	case "whitespace_tags":
-		n.refreshPolicies()
+		n.applyPolicies()
 	case "fragment_size":
-		for _, p := range n.otr.peers {
-			p.conv.SetMaxMessageSize(n.fragSize(p.nick))
-		}
+		n.applyPolicies()
 	}
 	n.tellClient(dc, fmt.Sprintf("%s = %s", s.name, n.setting(s.name)))
 	if saveErr != nil {

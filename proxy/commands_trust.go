@@ -116,7 +116,7 @@ func cmdTrust(n *network, dc *downstream, args []string) error {
 		return fmt.Errorf("could not save the trust: %w", err)
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] %s is now trusted (verified by fingerprint)", nick, fp))
-	n.refreshPolicies()
+	n.applyPolicies()
 	return nil
 }
 
@@ -176,7 +176,7 @@ func cmdDistrust(n *network, dc *downstream, args []string) error {
 	if changed == 0 {
 		n.tellClient(dc, fmt.Sprintf("[%s] nothing to do: no verified key", label))
 	}
-	n.refreshPolicies()
+	n.applyPolicies()
 	return nil
 }
 
@@ -200,7 +200,7 @@ func cmdForget(n *network, dc *downstream, args []string) error {
 		return fmt.Errorf("could not forget: %w", err)
 	}
 	n.tellClient(dc, fmt.Sprintf("fingerprint %s forgotten", fp))
-	n.refreshPolicies()
+	n.applyPolicies()
 	return nil
 }
 

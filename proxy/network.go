@@ -283,6 +283,16 @@ func (n *network) selfPrefix() string {
 	return p.String()
 }
 
+// setSelf records our nick and visible user@host as the network shows
+// them; fragment sizes follow.
+func (n *network) setSelf(nick, user, host string) {
+	if nick == n.nick && user == n.user && host == n.host {
+		return
+	}
+	n.nick, n.user, n.host = nick, user, host
+	n.applyPolicies()
+}
+
 func (n *network) isSelf(nick string) bool {
 	return n.casemap.fold(nick) == n.casemap.fold(n.nick)
 }

@@ -57,7 +57,7 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 	plaintext := text
 	if a, ok := actionToOTR(text); ok {
 		st := p.conv.Status()
-		if st.State == otrcore.StatePlaintext && p.conv.Policy()&otrcore.RequireEncryption == 0 {
+		if st.State == otrcore.StatePlaintext && p.policy&otrcore.RequireEncryption == 0 {
 			// No session and none required: an action stays a CTCP ACTION.
 			m := msg("", "PRIVMSG", target, text)
 			m.Tags = n.tagsUpstream(ctags)

@@ -41,7 +41,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 			n.tellClientsAbout(nick, fmt.Sprintf("%s is not verified. Verify with a secret only you two know: /msg *otr auth %s <secret> — or compare fingerprints out of band (yours: %s, theirs: %s) and run: /msg *otr trust %s %s",
 				nick, nick, n.otr.id.Key.Fingerprint(), ev.Fingerprint, nick, ev.Fingerprint))
 		}
-		n.refreshPolicies() // "policy known" may now apply
+		n.applyPolicy(p) // "policy known" may now apply
 	case otrcore.EventGoneInsecure:
 		n.tellClientsAbout(nick, "private conversation ended; messages now go in clear")
 	case otrcore.EventPeerFinished:
@@ -55,7 +55,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventNotInPrivate:
 		n.tellClientsAbout(nick, fmt.Sprintf("%s sent an encrypted message but there is no private conversation; it could not be read", nick))
 	case otrcore.EventMessageHeld:
-		n.tellClientsAbout(nick, fmt.Sprintf("your message is queued until the private conversation with %s starts (policy %s); starting it now", nick, p.conv.Policy()))
+		n.tellClientsAbout(nick, fmt.Sprintf("your message is queued until the private conversation with %s starts (policy %s); starting it now", nick, p.policy))
 	case otrcore.EventHeldSent:
 		n.tellClientsAbout(nick, fmt.Sprintf("%d queued message(s) sent encrypted", ev.Count))
 	case otrcore.EventHeldBlocked:
@@ -79,7 +79,6 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 				return
 			}
 			n.tellClientsAbout(nick, fmt.Sprintf("identity verified: fingerprint %s of %s is now trusted", ev.Fingerprint, nick))
-			n.refreshPolicies()
 		} else {
 			n.tellClientsAbout(nick, fmt.Sprintf("%s verified your identity (they asked a question only you could answer). That does not verify them: ask your own with /msg *otr authq %s \"<question>\" <answer>", nick, nick))
 		}
@@ -90,7 +89,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventSMPCheated:
 		n.tellClientsAbout(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
-		n.tellClientsAbout(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.conv.Policy(), nick))
+		n.tellClientsAbout(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.policy, nick))
 	}
 }
 

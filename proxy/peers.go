@@ -35,6 +35,24 @@ type otrPeer struct {
 	// fragTags are the tags of the first fragment of the message being
 	// reassembled; the whole message is shown with them.
 	fragTags irc.Tags
+	// peerPolicy is what the policy inputs decided for this nick; it is
+	// recomputed (applyPolicy) whenever an input changes, never on a
+	// look-up.
+	peerPolicy
+}
+
+// peerPolicy is what the policy inputs (configuration, *otr settings,
+// policy rules, ignore list, trust book, our visible prefix) decide for
+// one nick.
+type peerPolicy struct {
+	// policy is what the engine runs under (PolicyNever when ignored).
+	policy otrcore.Policy
+	// source says where policy comes from, for status.
+	source string
+	// ignored is the ignore mask that matches the nick, or "".
+	ignored string
+	// fragSize is the OTR fragment size for messages to the nick.
+	fragSize int
 }
 
 func newOTRState(n *network) (*otrState, error) {
@@ -82,29 +100,74 @@ func (o *otrState) refold(cm casemapping) {
 	o.policies = pols
 }
 
-// fragSize is the OTR fragment size for messages to nick.
-func (n *network) fragSize(nick string) int {
+// decidePolicy computes the policy inputs' decision for nick. It has no
+// side effects; conversations keep its result (applyPolicy).
+func (n *network) decidePolicy(nick string) peerPolicy {
+	d := peerPolicy{fragSize: fragmentSize(n.nick, n.user, n.host, nick)}
 	if k, err := strconv.Atoi(n.setting("fragment_size")); err == nil && k > 0 {
-		return k
+		d.fragSize = k
 	}
-	return fragmentSize(n.nick, n.user, n.host, nick)
+	if d.ignored = n.matchIgnore(nick); d.ignored != "" {
+		d.policy, d.source = otrcore.PolicyNever, "ignored by "+d.ignored
+		return d
+	}
+	d.policy, d.source = n.policySource(nick)
+	if n.setting("whitespace_tags") == "off" {
+		d.policy &^= otrcore.SendWhitespaceTag
+	}
+	return d
+}
+
+// applyPolicy recomputes p's policy and fragment size and hands them to
+// the engine. Call it when an input changes for p (its nick, its known
+// fingerprints).
+func (n *network) applyPolicy(p *otrPeer) {
+	d := n.decidePolicy(p.nick)
+	if d.policy != p.policy {
+		p.conv.SetPolicy(d.policy)
+	}
+	if d.fragSize != p.fragSize {
+		p.conv.SetMaxMessageSize(d.fragSize)
+	}
+	p.peerPolicy = d
+}
+
+// applyPolicies recomputes every conversation's policy and fragment
+// size. Call it when an input changes for everyone: a setting, a policy
+// rule, the ignore list, a reload, the trust book, the case mapping, our
+// nick or visible user@host.
+func (n *network) applyPolicies() {
+	for _, p := range n.otr.peers {
+		n.applyPolicy(p)
+	}
+}
+
+// ignoredBy returns the ignore mask that makes otrbnc leave nick alone,
+// or "": the conversation's recorded decision when there is one.
+func (n *network) ignoredBy(nick string) string {
+	if p := n.lookupPeer(nick); p != nil {
+		return p.ignored
+	}
+	return n.matchIgnore(nick)
 }
 
 // encryptsTo reports whether a private message to nick would travel
 // encrypted (or wait for encryption) rather than in clear.
 func (n *network) encryptsTo(nick string) bool {
-	if n.ignoredBy(nick) != "" {
+	p := n.lookupPeer(nick)
+	if p == nil {
+		return n.decidePolicy(nick).policy&otrcore.RequireEncryption != 0
+	}
+	if p.ignored != "" {
 		return false
 	}
-	if p := n.lookupPeer(nick); p != nil {
-		if st := p.conv.Status(); st.State != otrcore.StatePlaintext || peerEncrypted(st) {
-			return true
-		}
+	if st := p.conv.Status(); st.State != otrcore.StatePlaintext || peerEncrypted(st) {
+		return true
 	}
-	return n.effectivePolicy(nick)&otrcore.RequireEncryption != 0
+	return p.policy&otrcore.RequireEncryption != 0
 }
 
-// peer returns (creating) the conversation with nick.
+// peer returns the conversation with nick, creating it.
 func (n *network) peer(nick string) *otrPeer {
 	key := n.casemap.fold(nick)
 	p := n.otr.peers[key]
@@ -112,10 +175,10 @@ func (n *network) peer(nick string) *otrPeer {
 		if len(n.otr.peers) >= maxPeers {
 			n.evictPeer()
 		}
-		p = &otrPeer{key: key, nick: nick}
+		p = &otrPeer{key: key, nick: nick, peerPolicy: n.decidePolicy(nick)}
 		p.conv = otrcore.NewConversation(n.otr.acct, key, otrcore.Options{
-			Policy:         n.effectivePolicy(nick),
-			MaxMessageSize: n.fragSize(nick),
+			Policy:         p.policy,
+			MaxMessageSize: p.fragSize,
 			QueryText:      n.nick + " has requested an Off-the-Record private conversation, but your client does not seem to support OTR.",
 		})
 		n.otr.peers[key] = p
@@ -124,8 +187,6 @@ func (n *network) peer(nick string) *otrPeer {
 	if p.prefix == nil || p.prefix.Name != nick {
 		p.prefix = &irc.Prefix{Name: nick}
 	}
-	p.conv.SetMaxMessageSize(n.fragSize(nick))
-	p.conv.SetPolicy(n.effectivePolicy(nick))
 	return p
 }
 
@@ -145,20 +206,10 @@ func (n *network) evictPeer() {
 	}
 }
 
-// lookupPeer finds an existing conversation. Like peer, it brings the
-// conversation's policy up to date: policies depend on settings, the
-// ignore list, the trust book and the configuration (which Reload
-// changes), so they are recomputed whenever a conversation is used.
+// lookupPeer finds an existing conversation, or nil.
 func (n *network) lookupPeer(nick string) *otrPeer {
-	p := n.otr.peers[n.casemap.fold(nick)]
-	if p != nil {
-		p.conv.SetPolicy(n.effectivePolicy(p.nick))
-	}
-	return p
+	return n.otr.peers[n.casemap.fold(nick)]
 }
-
-// policyFor is the policy a conversation with nick runs under.
-func (n *network) policyFor(nick string) otrcore.Policy { return n.effectivePolicy(nick) }
 
 func peerEncrypted(st otrcore.Status) bool {
 	if st.State == otrcore.StateEncrypted {
@@ -192,6 +243,7 @@ func (n *network) otrNickChange(oldNick, newNick string) {
 	if p == nil || oldKey == newKey {
 		if p != nil {
 			p.nick = newNick
+			n.applyPolicy(p) // the fragment size depends on the nick's length
 		}
 		return
 	}
@@ -208,7 +260,7 @@ func (n *network) otrNickChange(oldNick, newNick string) {
 	}
 	p.fragTags = nil
 	n.otr.peers[newKey] = p
-	p.conv.SetPolicy(n.effectivePolicy(newNick))
+	n.applyPolicy(p)
 	if st := p.conv.Status(); st.State != otrcore.StatePlaintext {
 		n.tellClientsAbout(newNick, fmt.Sprintf("%s is now known as %s; the private conversation follows the nick", oldNick, newNick))
 	}

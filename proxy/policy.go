@@ -65,8 +65,9 @@ func (n *network) ignoreList() []string {
 	return defaultIgnore
 }
 
-// ignoredBy returns the mask that makes otrbnc leave nick alone, or "".
-func (n *network) ignoredBy(nick string) string {
+// matchIgnore returns the ignore mask that matches nick, or "" (the
+// computation behind peerPolicy.ignored; see ignoredBy).
+func (n *network) matchIgnore(nick string) string {
 	if strings.HasPrefix(nick, "*") {
 		return "*…"
 	}
@@ -117,25 +118,6 @@ func (n *network) defaultPolicy() otrcore.Policy {
 		return p
 	}
 	return n.otr.policy
-}
-
-// effectivePolicy is the policy a conversation with nick runs under.
-func (n *network) effectivePolicy(nick string) otrcore.Policy {
-	if n.ignoredBy(nick) != "" {
-		return otrcore.PolicyNever
-	}
-	p, _ := n.policySource(nick)
-	if n.setting("whitespace_tags") == "off" {
-		p &^= otrcore.SendWhitespaceTag
-	}
-	return p
-}
-
-// refreshPolicies applies policy changes to every conversation.
-func (n *network) refreshPolicies() {
-	for _, p := range n.otr.peers {
-		p.conv.SetPolicy(n.effectivePolicy(p.nick))
-	}
 }
 
 // setPolicyRule adds, replaces or (policy "") removes the rule for mask.

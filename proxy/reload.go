@@ -150,10 +150,7 @@ func (n *network) applyReload(cfg config.NetworkConfig, def otrcore.Policy, peer
 	n.cfg.Peers = cfg.Peers
 	n.cfg.PlaintextMarker = cfg.PlaintextMarker
 	n.cfg.FragmentSize = cfg.FragmentSize
-	n.refreshPolicies()
-	for _, p := range n.otr.peers {
-		p.conv.SetMaxMessageSize(n.fragSize(p.nick))
-	}
+	n.applyPolicies()
 	n.logger.Info("network settings reloaded", "default_policy", def.String())
 }
 

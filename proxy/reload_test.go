@@ -73,10 +73,14 @@ func TestReloadAppliesWithoutDroppingClients(t *testing.T) {
 	env.inNetwork(func(n *network) {
 		check := func(nick string, want otrcore.Policy) {
 			t.Helper()
-			if got := n.lookupPeer(nick).conv.Policy(); got != want {
+			p := n.lookupPeer(nick)
+			if got := p.conv.Policy(); got != want {
 				t.Errorf("%s: conversation policy %v, want %v", nick, got, want)
 			}
-			if got := n.policyFor(n.casemap.fold(nick)); got != want {
+			if p.policy != want {
+				t.Errorf("%s: recorded policy %v, want %v", nick, p.policy, want)
+			}
+			if got := n.decidePolicy(n.casemap.fold(nick)).policy; got != want {
 				t.Errorf("%s: policy for new conversations %v, want %v", nick, got, want)
 			}
 		}
@@ -84,14 +88,14 @@ func TestReloadAppliesWithoutDroppingClients(t *testing.T) {
 		check("carol", otrcore.PolicyAlways)       // run-time override kept
 		check("erin", otrcore.PolicyOpportunistic) // override removed from the file
 		check("frank", otrcore.PolicyAlways)       // unchanged
-		if got := n.policyFor("dave"); got != otrcore.PolicyAlways {
+		if got := n.decidePolicy("dave").policy; got != otrcore.PolicyAlways {
 			t.Errorf("dave: %v, want always (new override, folded)", got)
 		}
 		if n.cfg.PlaintextMarker != "[CLEAR]" {
 			t.Errorf("marker %q", n.cfg.PlaintextMarker)
 		}
-		if n.fragSize("bob") != 300 {
-			t.Errorf("fragment size %d", n.fragSize("bob"))
+		if p := n.lookupPeer("bob"); p.fragSize != 300 || n.decidePolicy("bob").fragSize != 300 {
+			t.Errorf("fragment size %d", p.fragSize)
 		}
 		if n.cfg.Nick != "alice" || len(n.cfg.Channels) != 0 {
 			t.Errorf("settings needing a restart were applied: nick %q, channels %q", n.cfg.Nick, n.cfg.Channels)

@@ -84,8 +84,7 @@ func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
 	n.up = uc
 	n.burst = true
 	old := n.nick
-	n.nick = reg.nick
-	n.user, n.host = reg.user, reg.host
+	n.setSelf(reg.nick, reg.user, reg.host)
 	n.welcome = reg.welcome
 	n.upCaps = reg.caps
 	n.batches = nil
@@ -163,7 +162,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 		return
 	case "CAP", "AUTHENTICATE", "CHGHOST":
 		if m.Command == "CHGHOST" && n.isSelf(m.Prefix.Name) && len(m.Params) >= 2 {
-			n.user, n.host = m.Params[0], m.Params[1]
+			n.setSelf(n.nick, m.Params[0], m.Params[1])
 		}
 		return
 	case "001":
@@ -192,14 +191,14 @@ func (n *network) handleUpstream(m *irc.Message) {
 	case "396": // RPL_VISIBLEHOST
 		if h := m.Param(1); h != "" {
 			if u, hh, ok := strings.Cut(h, "@"); ok {
-				n.user, n.host = u, hh
+				n.setSelf(n.nick, u, hh)
 			} else {
-				n.host = h
+				n.setSelf(n.nick, n.user, h)
 			}
 		}
 	case "352": // RPL_WHOREPLY: me channel user host server nick ...
 		if n.selfWho > 0 && n.isSelf(m.Param(5)) {
-			n.user, n.host = m.Param(2), m.Param(3)
+			n.setSelf(n.nick, m.Param(2), m.Param(3))
 			return
 		}
 	case "315":
@@ -209,7 +208,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 		}
 	case "NICK":
 		if n.isSelf(m.Prefix.Name) {
-			n.nick = m.Param(0)
+			n.setSelf(m.Param(0), n.user, n.host)
 			for _, dc := range n.downstreams {
 				n.toClient(dc, m)
 				dc.nick = n.nick
@@ -222,7 +221,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 	case "JOIN":
 		if n.isSelf(m.Prefix.Name) {
 			if m.Prefix.User != "" && m.Prefix.Host != "" {
-				n.user, n.host = m.Prefix.User, m.Prefix.Host
+				n.setSelf(n.nick, m.Prefix.User, m.Prefix.Host)
 			}
 			name := m.Param(0)
 			key := n.casemap.fold(name)
@@ -293,6 +292,7 @@ func (n *network) parseISupport(m *irc.Message) {
 				}
 				n.channels = refold
 				n.otr.refold(cm)
+				n.applyPolicies()
 			}
 		}
 	}

@@ -98,6 +98,7 @@ func TestUpstreamSASLPlainNickFallbackAndFiltering(t *testing.T) {
 		if n.nick != "alice_" || n.user != "~u" || n.host != "visible.host" || n.casemap != caseASCII {
 			t.Errorf("learnt %s!%s@%s casemap %d", n.nick, n.user, n.host, n.casemap)
 		}
+		n.peer("carol") // a conversation that exists before our host changes
 	})
 	// Our host changes: the fragment budget follows.
 	s.send(":srv 396 alice_ "+strings.Repeat("c", 60)+" :is now your displayed host", ":alice_!~u@x CHGHOST ~vv "+strings.Repeat("h", 63))
@@ -126,8 +127,13 @@ func TestUpstreamSASLPlainNickFallbackAndFiltering(t *testing.T) {
 		if n.user != "~vv" || len(n.host) != 63 {
 			t.Errorf("CHGHOST not applied: %s@%s", n.user, n.host)
 		}
-		if got, want := n.fragSize("bob"), fragmentSize("alice_", "~vv", strings.Repeat("h", 63), "bob"); got != want {
+		if got, want := n.decidePolicy("bob").fragSize, fragmentSize("alice_", "~vv", strings.Repeat("h", 63), "bob"); got != want {
 			t.Errorf("fragSize = %d, want %d", got, want)
+		}
+		// An existing conversation learnt it when the host changed, not on
+		// its next use.
+		if got, want := n.otr.peers["carol"].fragSize, fragmentSize("alice_", "~vv", strings.Repeat("h", 63), "carol"); got != want {
+			t.Errorf("carol's fragment size = %d, want %d", got, want)
 		}
 	})
 	// Server PING is answered.
