@@ -56,9 +56,11 @@ func (dc *downstream) write(ms ...*irc.Message) {
 	}
 }
 
-// handleClient serves one accepted connection: registration, then hands
-// the client to its network.
-func (s *Server) handleClient(ctx context.Context, nc net.Conn) {
+// downstreamLoop is a client's reader goroutine, the twin of
+// upstreamLoop: it registers and authenticates the client (auth.go),
+// attaches it to its network and posts every message read to the owner
+// goroutine (handleDownstream).
+func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 	id := s.nextClientID.Add(1)
 	logger := s.logger.With("client", id, "addr", nc.RemoteAddr().String())
 	dc := &downstream{

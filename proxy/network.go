@@ -193,7 +193,7 @@ func (n *network) run(ctx context.Context) {
 	connDone := make(chan struct{})
 	go func() {
 		defer close(connDone)
-		n.connectLoop(connCtx)
+		n.upstreamLoop(connCtx)
 	}()
 	ticker := time.NewTicker(n.srv.opts.TickInterval)
 	defer ticker.Stop()

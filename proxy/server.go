@@ -188,6 +188,6 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, cwg *sync.Wait
 			}
 			continue
 		}
-		cwg.Go(func() { s.handleClient(ctx, nc) })
+		cwg.Go(func() { s.downstreamLoop(ctx, nc) })
 	}
 }

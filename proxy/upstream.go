@@ -14,9 +14,11 @@ const (
 	upstreamRegisterTimeout = 60 * time.Second
 )
 
-// connectLoop keeps the upstream connection up, reconnecting with
+// upstreamLoop is the upstream's reader goroutine, the twin of
+// downstreamLoop: it dials and registers (dial.go), posts every message
+// read to the owner goroutine (handleUpstream), and reconnects with
 // exponential backoff and jitter. It never touches owned state.
-func (n *network) connectLoop(ctx context.Context) {
+func (n *network) upstreamLoop(ctx context.Context) {
 	bo := newBackoff(n.cfg.ReconnectMin.Duration, n.cfg.ReconnectMax.Duration)
 	sleep := func(d time.Duration) bool {
 		t := time.NewTimer(d)
