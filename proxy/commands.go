@@ -140,7 +140,7 @@ func (n *network) requireUp() error {
 }
 
 func validPeerNick(n *network, nick string) error {
-	if nick == "" || isChannel(nick, n.chantypes) || strings.ContainsAny(nick, " ,*?!@:") || len(nick) > 64 {
+	if nick == "" || n.isChannel(nick) || strings.ContainsAny(nick, " ,*?!@:") || len(nick) > 64 {
 		return fmt.Errorf("%q is not a nick", nick)
 	}
 	return nil
@@ -282,7 +282,9 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 		n.tellClient(dc, fmt.Sprintf("[%s] fingerprint %s, session id %s", p.nick, st.Fingerprint, otrcore.SSIDString(st.SSID, st.WeSentRevealSig)))
 	}
 	if st.SMPAwaitingSecret {
-		n.tellClient(dc, fmt.Sprintf("[%s] %s", p.nick, smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion)))
+		for _, line := range smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion) {
+			n.tellClient(dc, line)
+		}
 	} else if st.SMPInProgress {
 		n.tellClient(dc, fmt.Sprintf("[%s] identity verification in progress", p.nick))
 	}

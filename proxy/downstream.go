@@ -184,7 +184,7 @@ func (n *network) attach(dc *downstream) {
 		n.tellClient(dc, fmt.Sprintf("%d older *otr message(s) did not fit in memory and are lost", n.lostEvents))
 	}
 	for _, e := range n.backlog {
-		for _, line := range splitText(e.text, 400) {
+		for _, line := range serviceLines(e.text) {
 			m := n.serviceMsg(dc, line)
 			m.Tags["time"] = formatServerTime(e.at)
 			n.replayToClient(dc, m)
@@ -326,19 +326,39 @@ func (n *network) handleClientText(dc *downstream, m *irc.Message, ctags irc.Tag
 			n.tellClient(dc, fmt.Sprintf("%s is not connected; your message to %s was NOT sent", n.cfg.Name, target))
 			continue
 		}
-		cmd, _, isCTCP := parseCTCP(text)
-		if isChannel(target, n.chantypes) || m.Command == "NOTICE" || (isCTCP && cmd != "ACTION") || n.ignoredBy(target) != "" {
-			out := msg("", m.Command, target, text)
-			out.Tags = n.tagsUpstream(ctags)
-			if err := n.toUpstreamMsg(out); err != nil {
-				n.tellClient(dc, fmt.Sprintf("%s: your message to %s was NOT sent", err, target))
-				continue
-			}
-			n.echoToClients(dc, m.Command, target, text, ctags)
-			continue
-		}
-		n.privateFromClient(dc, target, text, ctags)
+		n.clientTextTo(dc, m.Command, target, text, ctags)
 	}
+}
+
+// clientTextTo routes one client PRIVMSG or NOTICE to one target: in clear
+// to channels and to nicks otrbnc leaves alone, through OTR to other nicks.
+// Notices and CTCP other than ACTION cannot travel inside OTR: they go in
+// clear, except to a nick whose conversation is guarded, where they are
+// refused (I1).
+func (n *network) clientTextTo(dc *downstream, command, target, text string, ctags irc.Tags) {
+	cmd, _, isCTCP := parseCTCP(text)
+	clear := command == "NOTICE" || (isCTCP && cmd != "ACTION")
+	switch {
+	case n.isChannel(target) && !n.guarded(target):
+	case clear && n.guarded(target):
+		what := "notice"
+		if isCTCP {
+			what = "CTCP " + cmd
+		}
+		n.tellClient(dc, fmt.Sprintf("[%s] your %s was NOT sent: your conversation with %s is private and a %s cannot be encrypted; write a normal message instead", target, what, target, what))
+		return
+	case clear || n.leftAlone(target):
+	default:
+		n.privateFromClient(dc, target, text, ctags)
+		return
+	}
+	out := msg("", command, target, text)
+	out.Tags = n.tagsUpstream(ctags)
+	if err := n.toUpstreamMsg(out); err != nil {
+		n.tellClient(dc, fmt.Sprintf("%s: your message to %s was NOT sent", err, target))
+		return
+	}
+	n.echoToClients(dc, command, target, text, ctags)
 }
 
 // handleClientTagmsg forwards a TAGMSG (typing notifications, reactions)
@@ -352,7 +372,7 @@ func (n *network) handleClientTagmsg(dc *downstream, m *irc.Message, ctags irc.T
 	if n.up == nil || !n.upCaps["message-tags"] {
 		return
 	}
-	if !isChannel(target, n.chantypes) && n.encryptsTo(target) && n.setting("client_tags") == "strip" {
+	if !n.isChannel(target) && n.guarded(target) && n.setting("client_tags") == "strip" {
 		return
 	}
 	out := msg("", "TAGMSG", target)

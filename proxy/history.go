@@ -87,12 +87,21 @@ func (n *network) isHistory(tags irc.Tags) bool {
 // handleHistoryText shows a private message from history without the
 // engine: OTR data becomes a placeholder (once per message: continuation
 // fragments are dropped), other OTR protocol messages are dropped, and
-// plaintext passes.
+// plaintext passes, marked if the conversation with its sender is
+// guarded now (I3: history tags are the server's word).
 func (n *network) handleHistoryText(m *irc.Message) {
 	text := m.Params[1]
 	i := strings.Index(text, "?OTR")
 	if i < 0 {
-		n.toClients(m)
+		if !n.guarded(m.Prefix.Name) {
+			n.toClients(m)
+			return
+		}
+		how := delivery{marked: true, tags: m.Tags}
+		if cmd, body, ok := parseCTCP(text); ok && cmd == "ACTION" {
+			how.action, text = true, body
+		}
+		n.deliverToClients(m.Prefix, how, text)
 		return
 	}
 	rest := text[i:]

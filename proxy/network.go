@@ -75,7 +75,8 @@ type network struct {
 	user, host  string
 	welcome     []*irc.Message
 	isupport    []*irc.Message
-	chantypes   string
+	chantypes   string // CHANTYPES, real sigils only (isChannel)
+	statusmsg   string // STATUSMSG, real prefixes only
 	casemap     casemapping
 	channels    map[string]*channel // by folded name
 	downstreams []*downstream
@@ -281,6 +282,11 @@ func (n *network) handleEvent(ev any) {
 func (n *network) selfPrefix() string {
 	p := &irc.Prefix{Name: n.nick, User: n.user, Host: n.host}
 	return p.String()
+}
+
+// isChannel reports whether target is a channel on this network.
+func (n *network) isChannel(target string) bool {
+	return isChannel(target, n.chantypes, n.statusmsg)
 }
 
 // setSelf records our nick and visible user@host as the network shows

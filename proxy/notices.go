@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/irc.v4"
 )
@@ -22,9 +24,61 @@ func (n *network) serviceMsg(dc *downstream, line string) *irc.Message {
 	return msg(servicePrefix, cmd, dc.nick, line)
 }
 
-// tellClient sends a service line to one client.
+// Every *otr line is composed by otrbnc (docs/security.md, I2): text a
+// peer or the server chose (an OTR error, an SMP question) appears only
+// inside quotes after otrbnc's own words, neutralised and cut short
+// (quotePeer), and a notice too long for one line goes on in lines that
+// start with the first line's "[peer]" lead, so that no cut can make a
+// line start with peer text.
+
+const (
+	// serviceLineMax bounds the text of one *otr line.
+	serviceLineMax = 400
+	// peerTextMax bounds peer text quoted in a notice.
+	peerTextMax = 200
+)
+
+// quotePeer returns peer-chosen text for a *otr notice: neutralised (no
+// formatting, controls or bidi tricks), double quotes replaced, cut to max
+// bytes on a character boundary, and quoted.
+func quotePeer(s string, max int) string {
+	s = strings.ReplaceAll(neutralize(s), `"`, "'")
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return `"` + s + `"`
+}
+
+// serviceLines cuts a notice into *otr lines; every line after the first
+// starts with the first line's "[…]" lead, or "(continued)".
+func serviceLines(text string) []string {
+	lead := "(continued)"
+	if strings.HasPrefix(text, "[") {
+		if i := strings.Index(text, "] "); i > 0 && i < 80 {
+			lead = text[:i+1] + " (continued)"
+		}
+	}
+	first, rest := text, ""
+	if len(text) > serviceLineMax {
+		pieces := splitText(text, serviceLineMax)
+		first, rest = pieces[0], strings.Join(pieces[1:], " ")
+	}
+	lines := []string{first}
+	for rest != "" {
+		pieces := splitText(rest, serviceLineMax-len(lead)-1)
+		lines = append(lines, lead+" "+pieces[0])
+		rest = strings.Join(pieces[1:], " ")
+	}
+	return lines
+}
+
+// tellClient sends a service notice to one client.
 func (n *network) tellClient(dc *downstream, text string) {
-	for _, line := range splitText(text, 400) {
+	for _, line := range serviceLines(text) {
 		n.toClient(dc, n.serviceMsg(dc, line))
 	}
 }

@@ -71,7 +71,7 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 		plaintext = a
 	}
 	tags := n.tagsUpstream(ctags)
-	if n.encryptsTo(target) && n.setting("client_tags") != "pass" {
+	if p.guarded() && n.setting("client_tags") != "pass" {
 		tags = nil
 	}
 	res, err := p.conv.Send(n.now(), plaintext)
@@ -106,31 +106,44 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 		n.logger.Debug("OTR receive error", "err", err)
 	}
 	if res.HasText {
-		switch {
-		case res.Encrypted:
+		if res.Encrypted {
 			body, action := fromOTRText(res.Text)
-			n.deliverToClients(p.prefix, body, action, tags)
-		case hasEvent(res, otrcore.EventPlaintextInSession):
-			n.deliverToClients(p.prefix, n.marker()+" "+neutralize(res.Text), false, tags)
-		default:
-			n.deliverToClients(p.prefix, res.Text, false, tags)
+			n.deliverToClients(p.prefix, delivery{action: action, tags: tags}, body)
+		} else {
+			n.deliverToClients(p.prefix, delivery{marked: p.guarded(), tags: tags}, res.Text)
+			if p.guarded() && !hasEvent(res, otrcore.EventPlaintextInSession) {
+				n.tellClientsAbout(p.nick, n.clearTextWarning(p, "message"))
+			}
 		}
 	}
 	n.applyResult(p, res)
 }
 
+// clearTextWarning explains why clear text from p was marked when no
+// encrypted session exists (the policy requires encryption).
+func (n *network) clearTextWarning(p *otrPeer, what string) string {
+	return fmt.Sprintf("the %s from %s marked %q was NOT encrypted; your policy for %s (%s) requires encryption", what, p.nick, n.marker(), p.nick, p.policy)
+}
+
 // clearActionFromPeer handles a CTCP ACTION that came in clear: marked
-// when an encrypted session with that peer exists, passed on otherwise.
-func (n *network) clearActionFromPeer(m *irc.Message) {
+// when the conversation with that peer is guarded, passed on otherwise.
+func (n *network) clearActionFromPeer(m *irc.Message, body string) {
 	p := n.lookupPeer(m.Prefix.Name)
-	if p == nil || p.conv.Status().State != otrcore.StateEncrypted {
-		n.toClients(m)
-		return
+	if p == nil || !p.guarded() {
+		if p == nil && n.guarded(m.Prefix.Name) {
+			p = n.peer(m.Prefix.Name) // the policy requires encryption
+		} else {
+			n.toClients(m)
+			return
+		}
 	}
 	p.prefix = m.Prefix.Copy()
-	_, body, _ := parseCTCP(m.Params[1])
-	n.deliverToClients(p.prefix, n.marker()+" "+neutralize(body), true, m.Tags)
-	n.tellClientsAbout(p.nick, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
+	n.deliverToClients(p.prefix, delivery{action: true, marked: true, tags: m.Tags}, body)
+	if p.sessionGuarded() {
+		n.tellClientsAbout(p.nick, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
+	} else {
+		n.tellClientsAbout(p.nick, n.clearTextWarning(p, "action"))
+	}
 }
 
 // otrTick drives the engine's timers (heartbeats, AKE expiry).
@@ -178,7 +191,9 @@ func (n *network) otrAttach(dc *downstream) {
 			n.tellClient(dc, fmt.Sprintf("[%s] private conversation active (%s)", p.nick, trustWord(st.Trusted)))
 		}
 		if st.SMPAwaitingSecret {
-			n.tellClient(dc, fmt.Sprintf("[%s] %s", p.nick, smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion)))
+			for _, line := range smpPrompt(p.nick, st.SMPQuestion, st.SMPHasQuestion) {
+				n.tellClient(dc, line)
+			}
 		}
 		if st.Held > 0 {
 			n.tellClient(dc, fmt.Sprintf("[%s] %d message(s) waiting for the private conversation", p.nick, st.Held))
@@ -193,28 +208,51 @@ func errText(err error) string {
 	return strings.TrimPrefix(err.Error(), "otrcore: ")
 }
 
-// deliverToClients sends text from a peer to every client (or keeps it for the
-// next one), split to fit client lines; action wraps each piece as CTCP
-// ACTION. tags (time, msgid, …) go on the first piece; later pieces keep
-// only the time.
-func (n *network) deliverToClients(from *irc.Prefix, text string, action bool, tags irc.Tags) {
+// delivery says how text from a peer reaches the clients.
+type delivery struct {
+	// command is PRIVMSG (the default) or NOTICE.
+	command string
+	// action wraps every line as a CTCP ACTION.
+	action bool
+	// marked puts the plaintext marker in front of every line, after
+	// removing what could disguise it (neutralize): the text did not
+	// arrive encrypted although the conversation is guarded (I3).
+	marked bool
+	// tags (time, msgid, …) go on the first line; later lines keep only
+	// the time.
+	tags irc.Tags
+}
+
+// deliverToClients sends text from a peer to every client (or keeps it
+// for the next one), split to fit client lines.
+func (n *network) deliverToClients(from *irc.Prefix, how delivery, text string) {
+	if how.command == "" {
+		how.command = "PRIVMSG"
+	}
 	prefix := from.String()
 	// ":" prefix " PRIVMSG " nick " :" text CRLF, plus CTCP wrapping. The
 	// nick budget is the longest nick the network allows us.
-	room := 512 - (1 + len(prefix) + len(" PRIVMSG ") + max(len(n.nick), 30) + len(" :") + 2)
-	if action {
+	room := 512 - (1 + len(prefix) + 1 + len(how.command) + 1 + max(len(n.nick), 30) + len(" :") + 2)
+	if how.action {
 		room -= len("\x01ACTION \x01")
 	}
+	lead := ""
+	if how.marked {
+		lead = n.marker() + " "
+		text = neutralize(text)
+		room -= len(lead)
+	}
 	for i, piece := range splitText(text, room) {
-		if action {
+		piece = lead + piece
+		if how.action {
 			piece = ctcpAction(piece)
 		}
-		m := msg(prefix, "PRIVMSG", n.nick, piece)
+		m := msg(prefix, how.command, n.nick, piece)
 		if i == 0 {
-			for k, v := range tags {
+			for k, v := range how.tags {
 				m.Tags[k] = v
 			}
-		} else if t := tags["time"]; t != "" {
+		} else if t := how.tags["time"]; t != "" {
 			m.Tags["time"] = t
 		}
 		n.toClients(m)

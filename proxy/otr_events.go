@@ -16,11 +16,36 @@ func trustWord(trusted bool) string {
 	return "UNVERIFIED"
 }
 
-func smpPrompt(nick, q string, hasQ bool) string {
-	if hasQ {
-		return fmt.Sprintf("%s wants to verify your identity and asks: %q — answer with: /msg *otr auth %s <answer>", nick, neutralize(q), nick)
+// smpQuestionShown bounds how much of an SMP question is shown, in
+// pieces of smpQuestionLine bytes, each quoted on its own *otr line.
+const (
+	smpQuestionShown = 1200
+	smpQuestionLine  = 300
+)
+
+// smpPrompt returns the *otr lines that ask the user to answer nick's
+// identity verification. The question, chosen by the peer, is quoted
+// line by line (I2).
+func smpPrompt(nick, q string, hasQ bool) []string {
+	lead := "[" + nick + "] "
+	if !hasQ {
+		return []string{lead + fmt.Sprintf("%s wants to verify your identity with a shared secret — answer with: /msg *otr auth %s <secret>", nick, nick)}
 	}
-	return fmt.Sprintf("%s wants to verify your identity with a shared secret — answer with: /msg *otr auth %s <secret>", nick, nick)
+	q = neutralize(q)
+	cut := ""
+	if len(q) > smpQuestionShown {
+		cut = fmt.Sprintf(" (the question is %d bytes long; only its beginning is shown)", len(q))
+		q = q[:smpQuestionShown]
+	}
+	pieces := splitText(q, smpQuestionLine)
+	if len(pieces) == 1 {
+		return []string{lead + fmt.Sprintf("%s wants to verify your identity and asks: %s%s — answer with: /msg *otr auth %s <answer>", nick, quotePeer(q, smpQuestionLine+3), cut, nick)}
+	}
+	lines := []string{lead + fmt.Sprintf("%s wants to verify your identity and asks a question in %d parts%s:", nick, len(pieces), cut)}
+	for i, piece := range pieces {
+		lines = append(lines, lead+fmt.Sprintf("question, part %d of %d: %s", i+1, len(pieces), quotePeer(piece, smpQuestionLine+3)))
+	}
+	return append(lines, lead+fmt.Sprintf("answer with: /msg *otr auth %s <answer>", nick))
 }
 
 // otrEvent turns an engine event into service notices, trust updates and
@@ -43,7 +68,12 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 		}
 		n.applyPolicy(p) // "policy known" may now apply
 	case otrcore.EventGoneInsecure:
-		n.tellClientsAbout(nick, "private conversation ended; messages now go in clear")
+		n.applyPolicy(p) // an ignore mask that matches the nick applies again
+		if p.policy&otrcore.RequireEncryption != 0 {
+			n.tellClientsAbout(nick, fmt.Sprintf("private conversation ended. Your policy for %s (%s) requires encryption: your next messages wait for a new private conversation (/msg *otr start %s); /msg *otr plain %s <text> sends one in clear", nick, p.policy, nick, nick))
+		} else {
+			n.tellClientsAbout(nick, "private conversation ended; messages now go in clear")
+		}
 	case otrcore.EventPeerFinished:
 		n.tellClientsAbout(nick, fmt.Sprintf("%s ended the private conversation. Your messages to them are now refused: run /msg *otr finish %s to talk in clear, or /msg *otr start %s to start again", nick, nick, nick))
 	case otrcore.EventPlaintextInSession:
@@ -66,11 +96,13 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventNewFingerprint:
 		n.newFingerprint(p, ev.Fingerprint, now)
 	case otrcore.EventPeerError:
-		n.tellClientsAbout(nick, fmt.Sprintf("OTR error from %s: %s", nick, neutralize(ev.Message)))
+		n.tellClientsAbout(nick, fmt.Sprintf("OTR error from %s (unauthenticated; anyone can send one): %s", nick, quotePeer(ev.Message, peerTextMax)))
 	case otrcore.EventProtocolError:
 		n.logger.Warn("OTR protocol problem", "err", ev.Err)
 	case otrcore.EventSMPRequest:
-		n.tellClientsAbout(nick, smpPrompt(nick, ev.Question, ev.HasQuestion))
+		for _, line := range smpPrompt(nick, ev.Question, ev.HasQuestion) {
+			n.tellClients(line)
+		}
 	case otrcore.EventSMPSucceeded:
 		if ev.Verified && n.otr.id.Trust != nil {
 			if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(ev.Fingerprint), keystore.TrustSMP, now); err != nil {

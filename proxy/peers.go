@@ -123,6 +123,15 @@ func (n *network) decidePolicy(nick string) peerPolicy {
 // fingerprints).
 func (n *network) applyPolicy(p *otrPeer) {
 	d := n.decidePolicy(p.nick)
+	if d.ignored != "" && p.conv != nil && p.sessionGuarded() {
+		// The nick became ignored mid-conversation (a rename into an
+		// ignored mask): the conversation keeps its policy until it ends,
+		// so that nothing it holds leaves in clear.
+		d.policy, d.source = p.policy, p.source
+		if p.ignored == "" {
+			d.source += "; kept while the private conversation lasts, although the ignore mask " + d.ignored + " matches"
+		}
+	}
 	if d.policy != p.policy {
 		p.conv.SetPolicy(d.policy)
 	}
@@ -151,20 +160,35 @@ func (n *network) ignoredBy(nick string) string {
 	return n.matchIgnore(nick)
 }
 
-// encryptsTo reports whether a private message to nick would travel
-// encrypted (or wait for encryption) rather than in clear.
-func (n *network) encryptsTo(nick string) bool {
-	p := n.lookupPeer(nick)
-	if p == nil {
-		return n.decidePolicy(nick).policy&otrcore.RequireEncryption != 0
+// guarded reports whether text to and from nick must never travel in
+// clear (docs/security.md, I1 and I3): its conversation is encrypted or
+// finished, holds queued messages, or its policy requires encryption. A
+// conversation in such a state stays guarded even if the nick is now on
+// the ignore list (a peer renamed into an ignored mask).
+func (n *network) guarded(nick string) bool {
+	if p := n.lookupPeer(nick); p != nil {
+		return p.guarded()
 	}
-	if p.ignored != "" {
-		return false
-	}
-	if st := p.conv.Status(); st.State != otrcore.StatePlaintext || peerEncrypted(st) {
-		return true
-	}
-	return p.policy&otrcore.RequireEncryption != 0
+	return n.decidePolicy(nick).policy&otrcore.RequireEncryption != 0
+}
+
+// guarded is network.guarded for an existing conversation.
+func (p *otrPeer) guarded() bool {
+	return p.sessionGuarded() || p.policy&otrcore.RequireEncryption != 0
+}
+
+// sessionGuarded reports whether the conversation's own state forbids
+// clear text: encrypted or finished, or messages queued.
+func (p *otrPeer) sessionGuarded() bool {
+	st := p.conv.Status()
+	return st.State != otrcore.StatePlaintext || peerEncrypted(st) || st.Held > 0
+}
+
+// leftAlone reports whether otrbnc passes text to and from nick untouched
+// (no OTR at all): the nick is ignored and no conversation with it must
+// stay private.
+func (n *network) leftAlone(nick string) bool {
+	return n.ignoredBy(nick) != "" && !n.guarded(nick)
 }
 
 // peer returns the conversation with nick, creating it.

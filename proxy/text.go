@@ -193,9 +193,34 @@ func splitText(text string, max int) []string {
 	return out
 }
 
-// isChannel reports whether target names a channel given the network's
-// CHANTYPES.
-func isChannel(target, chantypes string) bool {
+// channelSigils are the only characters that may start a channel name,
+// whatever the network announces: a server that claimed letters as
+// channel types could otherwise turn private messages into channel
+// messages, which travel in clear (docs/security.md). statusSigils may
+// precede a channel (STATUSMSG: "@#chan" reaches its operators).
+const (
+	channelSigils = "#&+!"
+	statusSigils  = "~&@%+"
+)
+
+// keepChars returns the characters of s that are in allowed, once each.
+func keepChars(s, allowed string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(allowed, s[i]) >= 0 && strings.IndexByte(b.String(), s[i]) < 0 {
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// isChannel reports whether target names a channel, possibly behind
+// STATUSMSG prefixes, given the network's CHANTYPES and STATUSMSG as
+// filtered by keepChars (real sigils only).
+func isChannel(target, chantypes, statusmsg string) bool {
+	for len(target) > 1 && strings.IndexByte(statusmsg, target[0]) >= 0 && strings.IndexByte(chantypes, target[0]) < 0 {
+		target = target[1:]
+	}
 	return target != "" && strings.IndexByte(chantypes, target[0]) >= 0
 }
 

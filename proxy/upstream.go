@@ -283,7 +283,9 @@ func (n *network) parseISupport(m *irc.Message) {
 		k, v, _ := strings.Cut(tok, "=")
 		switch strings.ToUpper(k) {
 		case "CHANTYPES":
-			n.chantypes = v
+			n.chantypes = keepChars(v, channelSigils)
+		case "STATUSMSG":
+			n.statusmsg = keepChars(v, statusSigils)
 		case "CASEMAPPING":
 			cm := parseCasemapping(v)
 			if cm != n.casemap {
@@ -323,26 +325,40 @@ func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 		}
 		n.toClients(m)
 		return
-	case isChannel(target, n.chantypes) || !n.isSelf(target):
+	case n.isChannel(target) || !n.isSelf(target):
 		n.toClients(m)
 		return
-	case m.Command == "NOTICE":
-		n.toClients(m) // notices are not OTR traffic; they pass in clear
-		return
-	case n.ignoredBy(src) != "":
+	case n.leftAlone(src):
 		n.toClients(m) // otrbnc leaves ignored nicks alone
 		return
+	}
+	cmd, body, isCTCP := parseCTCP(text)
+	switch {
+	case m.Command == "NOTICE" || (isCTCP && cmd != "ACTION"):
+		n.clearFromPeer(m, cmd, isCTCP)
 	case history:
 		n.handleHistoryText(m)
+	case isCTCP:
+		n.clearActionFromPeer(m, body)
+	default:
+		n.privateFromPeer(m.Prefix, text, m.Tags)
+	}
+}
+
+// clearFromPeer handles what a peer can only send in clear: NOTICE and
+// CTCP other than ACTION. They pass unchanged, except from a nick whose
+// conversation is guarded: a notice is shown marked (I3), and a CTCP
+// request or reply is not passed on (the client's automatic answer would
+// have to go in clear), the user being told.
+func (n *network) clearFromPeer(m *irc.Message, cmd string, isCTCP bool) {
+	src := m.Prefix.Name
+	if !n.guarded(src) {
+		n.toClients(m)
 		return
 	}
-	if cmd, _, ok := parseCTCP(text); ok {
-		if cmd == "ACTION" {
-			n.clearActionFromPeer(m)
-		} else {
-			n.toClients(m)
-		}
+	if isCTCP {
+		n.tellClientsAbout(src, fmt.Sprintf("%s sent you a CTCP %s in clear; it was not passed to your client, because your conversation with %s is private", src, quotePeer(cmd, 32), src))
 		return
 	}
-	n.privateFromPeer(m.Prefix, text, m.Tags)
+	n.deliverToClients(m.Prefix, delivery{command: "NOTICE", marked: true, tags: m.Tags}, m.Params[1])
 }
