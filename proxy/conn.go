@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -14,7 +15,8 @@ import (
 
 // connOptions tunes an ircConn.
 type connOptions struct {
-	// queue is the capacity of the outgoing batch queue.
+	// queue bounds the user lane of the outgoing queue (batches); see
+	// sendQueue. Zero means 1024.
 	queue int
 	// limiter paces outgoing lines; nil means no pacing.
 	limiter *rate.Limiter
@@ -28,14 +30,14 @@ type connOptions struct {
 
 // ircConn is one IRC connection with exactly one reader goroutine and one
 // writer goroutine. Messages read arrive on In (closed when reading
-// stops); batches given to Send are written in order, the lines of one
-// batch back to back.
+// stops); batches queued with Send (or sendPeer) are written by the
+// writer in the order sendQueue decides, the lines of one batch back to
+// back.
 type ircConn struct {
 	nc     net.Conn
 	opts   connOptions
 	in     chan *irc.Message
-	out    chan []string
-	prio   chan string
+	q      *sendQueue
 	drain  chan struct{}
 	done   chan struct{}
 	wdone  chan struct{}
@@ -62,8 +64,7 @@ func newIRCConn(nc net.Conn, opts connOptions) *ircConn {
 		nc:     nc,
 		opts:   opts,
 		in:     make(chan *irc.Message, 64),
-		out:    make(chan []string, opts.queue),
-		prio:   make(chan string, 16),
+		q:      newSendQueue(opts.queue),
 		drain:  make(chan struct{}),
 		done:   make(chan struct{}),
 		wdone:  make(chan struct{}),
@@ -99,6 +100,7 @@ func (c *ircConn) closeWith(err error) {
 			c.err = err
 		}
 		c.mu.Unlock()
+		c.q.close()
 		c.cancel()
 		close(c.done)
 		c.nc.Close()
@@ -120,99 +122,107 @@ func (c *ircConn) Shutdown(timeout time.Duration) {
 	c.closeWith(errors.New("shut down"))
 }
 
-// Send queues lines to be written back to back. It never blocks: it
-// returns false when the connection is closed or its queue is full.
-func (c *ircConn) Send(lines ...string) bool {
-	if len(lines) == 0 {
-		return true
-	}
-	select {
-	case <-c.done:
-		return false
-	default:
-	}
-	select {
-	case c.out <- lines:
-		return true
-	case <-c.done:
-		return false
-	default:
-		return false
-	}
-}
+// Send queues lines in the user lane, to be written back to back. It
+// never blocks: it returns false when the connection is closed or the
+// user lane is full.
+func (c *ircConn) Send(lines ...string) bool { return c.q.push(batch{lines: lines}) }
 
-// SendMessage queues one message.
+// SendMessage queues one message in the user lane.
 func (c *ircConn) SendMessage(m *irc.Message) bool { return c.Send(formatMessage(m)) }
+
+// sendPeer queues lines in the lane of peer (see sendQueue), replacing an
+// unsent batch of that peer with the same non-empty key.
+func (c *ircConn) sendPeer(peer, key string, lines []string) bool {
+	return c.q.push(batch{lines: lines, peer: peer, key: key})
+}
 
 // sendPriority queues a line that skips the paced queue (PING, PONG); it
 // goes out between two batches, never inside one.
-func (c *ircConn) sendPriority(line string) {
-	select {
-	case c.prio <- line:
-	case <-c.done:
-	default:
-	}
-}
+func (c *ircConn) sendPriority(line string) { c.q.pushPriority(line) }
 
-func (c *ircConn) write(line string) error {
-	if err := c.nc.SetWriteDeadline(time.Now().Add(c.opts.writeTimeout)); err != nil {
-		return err
-	}
-	_, err := c.nc.Write([]byte(line + "\r\n"))
-	return err
-}
+// setQueueLimit changes the bound of the user lane.
+func (c *ircConn) setQueueLimit(n int) { c.q.setUserMax(n) }
 
+// writeLoop writes what the queue hands out, through a buffer that is
+// flushed whenever the writer would wait (for the pacer or for more
+// lines), so that a burst costs one system call and a lone line is not
+// delayed.
 func (c *ircConn) writeLoop() {
 	defer close(c.wdone)
-	writeBatch := func(b []string) bool {
-		for _, l := range b {
-			if c.opts.limiter != nil {
-				if err := c.opts.limiter.Wait(c.ctx); err != nil {
-					return false
-				}
-			}
-			if err := c.write(l); err != nil {
-				c.closeWith(err)
-				return false
-			}
+	bw := bufio.NewWriterSize(deadlineWriter{c}, 4096)
+	flush := func() bool {
+		if bw.Buffered() == 0 {
+			return true
+		}
+		if err := bw.Flush(); err != nil {
+			c.closeWith(err)
+			return false
 		}
 		return true
 	}
-	for {
+	write := func(line string) bool {
+		bw.WriteString(line)
+		bw.WriteString("\r\n")
+		return bw.Buffered() < 3072 || flush()
+	}
+	pace := func() bool {
+		if c.opts.limiter == nil {
+			return true
+		}
+		r := c.opts.limiter.Reserve()
+		d := r.Delay()
+		if d <= 0 {
+			return true
+		}
+		if !flush() {
+			return false
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
 		select {
-		case l := <-c.prio:
-			if err := c.write(l); err != nil {
-				c.closeWith(err)
+		case <-t.C:
+			return true
+		case <-c.ctx.Done():
+			r.Cancel()
+			return false
+		}
+	}
+	draining := false
+	for {
+		lines, prio, ok := c.q.pop()
+		if !ok {
+			if !flush() || draining {
+				return
+			}
+			select {
+			case <-c.q.wake:
+			case <-c.drain:
+				draining = true
+			case <-c.done:
 				return
 			}
 			continue
-		default:
 		}
-		select {
-		case l := <-c.prio:
-			if err := c.write(l); err != nil {
-				c.closeWith(err)
+		for _, l := range lines {
+			if !prio && !pace() {
 				return
 			}
-		case b := <-c.out:
-			if !writeBatch(b) {
+			if !write(l) {
 				return
 			}
-		case <-c.drain:
-			for {
-				select {
-				case b := <-c.out:
-					if !writeBatch(b) {
-						return
-					}
-				default:
-					return
-				}
-			}
-		case <-c.done:
-			return
+			// A PING or PONG waiting goes out between batches only.
 		}
 	}
+}
+
+// deadlineWriter writes to the connection with the write timeout.
+type deadlineWriter struct{ c *ircConn }
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	if err := w.c.nc.SetWriteDeadline(time.Now().Add(w.c.opts.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return w.c.nc.Write(b)
 }
 
 func (c *ircConn) readLoop() {

@@ -56,6 +56,15 @@ func (dc *downstream) write(ms ...*irc.Message) {
 	}
 }
 
+// Bounds of client connections: how many may be logging in at once, and
+// the outgoing queue (batches) before and after the password was checked.
+// A client that lets its queue fill up is disconnected.
+const (
+	maxUnauthenticated   = 16
+	queueUnauthenticated = 32
+	queueAuthenticated   = 8192
+)
+
 // downstreamLoop is a client's reader goroutine, the twin of
 // upstreamLoop: it registers and authenticates the client (auth.go),
 // attaches it to its network and posts every message read to the owner
@@ -63,18 +72,28 @@ func (dc *downstream) write(ms ...*irc.Message) {
 func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 	id := s.nextClientID.Add(1)
 	logger := s.logger.With("client", id, "addr", nc.RemoteAddr().String())
+	if s.unauthenticated.Add(1) > maxUnauthenticated {
+		s.unauthenticated.Add(-1)
+		logger.Warn("too many clients logging in at once; connection refused", "limit", maxUnauthenticated)
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write([]byte("ERROR :Closing link: too many connections are logging in; try again later\r\n"))
+		nc.Close()
+		return
+	}
 	dc := &downstream{
-		conn:   newIRCConn(nc, connOptions{queue: 8192, logger: logger}),
+		conn:   newIRCConn(nc, connOptions{queue: queueUnauthenticated, logger: logger}),
 		id:     id,
 		logger: logger,
 		now:    s.opts.Now,
 	}
 	user, err := s.registerDownstream(ctx, dc)
+	s.unauthenticated.Add(-1)
 	if err != nil {
 		logger.Info("client not admitted", "err", err)
 		dc.conn.Shutdown(2 * time.Second)
 		return
 	}
+	dc.conn.setQueueLimit(queueAuthenticated)
 	n := s.pickNetwork(user)
 	logger = logger.With("network", n.cfg.Name)
 	dc.logger = logger

@@ -373,5 +373,22 @@ func (n *network) toUpstream(lines ...string) error {
 	return nil
 }
 
+// toPeerLane queues lines for p in p's own lane of the upstream queue,
+// within p's reply budget (key coalesces, see sendQueue). Lines over the
+// budget are dropped: they answer a peer the user is not talking to.
+func (n *network) toPeerLane(p *otrPeer, key string, lines []string) error {
+	if n.up == nil {
+		return errNotConnected
+	}
+	if !p.replies.take(n.now()) {
+		n.logger.Debug("reply budget of a peer spent; protocol reply dropped")
+		return nil
+	}
+	if !n.up.sendPeer(p.key, key, lines) {
+		return errUpstreamFull
+	}
+	return nil
+}
+
 // toUpstreamMsg queues one message to the network.
 func (n *network) toUpstreamMsg(m *irc.Message) error { return n.toUpstream(formatMessage(m)) }

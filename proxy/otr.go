@@ -9,7 +9,8 @@ import (
 	"otrbnc/otrcore"
 )
 
-// applyResult sends what the engine produced, one batch per OTR message,
+// applyResult sends what the engine produced for something the user did
+// (a message, a command), one batch per OTR message in the user lane,
 // then reports its events. It returns the first send error.
 func (n *network) applyResult(p *otrPeer, res otrcore.Result) error {
 	return n.applyResultTags(p, res, nil)
@@ -17,6 +18,22 @@ func (n *network) applyResult(p *otrPeer, res otrcore.Result) error {
 
 // applyResultTags is applyResult with tags for the very first line.
 func (n *network) applyResultTags(p *otrPeer, res otrcore.Result, tags irc.Tags) error {
+	p.engage(n.now())
+	return n.sendResult(p, res, tags, false)
+}
+
+// applyPeerResult sends what the engine produced in answer to the peer
+// or to a timer (key exchanges, heartbeats, errors), then reports its
+// events. Unless the user talks to p, the lines wait in p's own lane and
+// within p's reply budget, so that a hostile nick cannot delay the
+// user's traffic or make otrbnc send it without bound (sendqueue.go).
+func (n *network) applyPeerResult(p *otrPeer, res otrcore.Result) {
+	n.sendResult(p, res, nil, !p.engaged(n.now()))
+}
+
+// sendResult sends res's messages (in p's lane when inPeerLane) and
+// reports its events.
+func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPeerLane bool) error {
 	var sendErr error
 	for b, frags := range res.Send {
 		lines := make([]string, len(frags))
@@ -27,7 +44,13 @@ func (n *network) applyResultTags(p *otrPeer, res otrcore.Result, tags irc.Tags)
 			}
 			lines[i] = formatMessage(m)
 		}
-		if err := n.toUpstream(lines...); err != nil && sendErr == nil {
+		var err error
+		if inPeerLane {
+			err = n.toPeerLane(p, "", lines)
+		} else {
+			err = n.toUpstream(lines...)
+		}
+		if err != nil && sendErr == nil {
 			sendErr = err
 		}
 	}
@@ -116,7 +139,7 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 			}
 		}
 	}
-	n.applyResult(p, res)
+	n.applyPeerResult(p, res)
 }
 
 // clearTextWarning explains why clear text from p was marked when no
@@ -151,7 +174,7 @@ func (n *network) otrTick() {
 	now := n.now()
 	for _, p := range n.otr.peers {
 		if res := p.conv.Tick(now); len(res.Send) > 0 || len(res.Events) > 0 {
-			n.applyResult(p, res)
+			n.applyPeerResult(p, res)
 		}
 	}
 }

@@ -35,10 +35,56 @@ type otrPeer struct {
 	// fragTags are the tags of the first fragment of the message being
 	// reassembled; the whole message is shown with them.
 	fragTags irc.Tags
+	// engagedUntil is when the user last addressed this peer (a message,
+	// a command about it) plus engagement: until then, replies to the peer
+	// travel with the user's own traffic.
+	engagedUntil time.Time
+	// replies limits protocol replies to the peer while not engaged.
+	replies replyBudget
 	// peerPolicy is what the policy inputs decided for this nick; it is
 	// recomputed (applyPolicy) whenever an input changes, never on a
 	// look-up.
 	peerPolicy
+}
+
+// engagement is how long a peer counts as one the user talks to after the
+// user last addressed it.
+const engagement = 30 * time.Minute
+
+// engage records that the user addressed p.
+func (p *otrPeer) engage(now time.Time) { p.engagedUntil = now.Add(engagement) }
+
+// engaged reports whether the user addressed p recently.
+func (p *otrPeer) engaged(now time.Time) bool { return now.Before(p.engagedUntil) }
+
+// replyBudget is a token bucket for the protocol replies otrbnc sends a
+// peer the user is not talking to: replyBurst at once, then one per
+// replyRefill. A nick flooding key exchanges gets a few answers, not one
+// per message.
+type replyBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	replyBurst  = 6
+	replyRefill = 30 * time.Second
+)
+
+// take spends a token if there is one.
+func (b *replyBudget) take(now time.Time) bool {
+	if b.at.IsZero() {
+		b.tokens, b.at = replyBurst, now
+	}
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(replyBurst, b.tokens+d.Seconds()/replyRefill.Seconds())
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // peerPolicy is what the policy inputs (configuration, *otr settings,

@@ -52,7 +52,9 @@ type Server struct {
 	logger       *slog.Logger
 	networks     []*network
 	nextClientID atomic.Uint64
-	reload       reloadState // see Reload (reload.go)
+	// unauthenticated counts clients that have not logged in yet.
+	unauthenticated atomic.Int64
+	reload          reloadState // see Reload (reload.go)
 
 	mu        sync.Mutex
 	listeners []net.Listener

@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
+)
+
+// TestFloodDoesNotStallTheUser: a nick sending 600 D-H Commits under real
+// pacing gets a handful of answers, and neither the user's channel
+// message nor an AKE with another peer waits behind them (issue: fair and
+// bounded under hostile load, defect 1).
+func TestFloodDoesNotStallTheUser(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", func(c *config.Config) {
+		c.Network[0].RateBurst = 5
+		c.Network[0].RateInterval = config.Duration{Duration: 100 * time.Millisecond}
+	}, Options{})
+	mallory := fn.addPeer("mallory", testKey(t, 2), 0x3003)
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	c := registerClient(t, env.addr, "alice")
+
+	// A real D-H Commit from mallory's engine, replayed 600 times.
+	var commit string
+	mallory.do(func(cv *otrcore.Conversation) (otrcore.Result, error) {
+		res, err := cv.Receive(time.Now(), "?OTRv3?")
+		if err == nil && len(res.Send) > 0 {
+			commit = res.Send[0][0]
+		}
+		return otrcore.Result{}, err
+	})
+	if !strings.HasPrefix(commit, "?OTR:") {
+		t.Fatalf("no commit: %q", commit)
+	}
+	lines := make([]string, 600)
+	for i := range lines {
+		lines[i] = ":" + mallory.prefix + " PRIVMSG alice :" + commit
+	}
+	fn.s.send(lines...)
+
+	start := time.Now()
+	c.send("PRIVMSG #chan :after-the-flood")
+	deadline := time.Now().Add(testTimeout)
+	for !sentPlain(fn, "#chan", "after-the-flood") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the user's message never left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the user's message waited %v behind the flood", d)
+	}
+	// Another peer can still set up a session promptly.
+	start = time.Now()
+	bob.secure(c)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("AKE with bob took %v during the flood", d)
+	}
+	fn.sync(c)
+	if got := len(fn.sentTo("mallory")); got > replyBurst+2 {
+		t.Errorf("otrbnc sent mallory %d lines in answer to a flood", got)
+	}
+}

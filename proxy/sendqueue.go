@@ -1,0 +1,239 @@
+package proxy
+
+import "sync"
+
+// The outgoing queue of a connection. Writing to a network is paced (a
+// token bucket), so what waits in front of a line decides when it leaves:
+// a hostile nick must not be able to fill that line with protocol replies
+// and stall the user (doc.go, "Output"). Batches therefore wait in lanes:
+//
+//   - the priority lane: PING and PONG, written between two batches
+//     without pacing;
+//   - the user lane: the user's own traffic (client commands, channel and
+//     private messages, *otr command results) and replies to peers the
+//     user is talking to, first in, first out;
+//   - one peer lane per other nick: OTR protocol replies (key exchanges,
+//     errors, heartbeats) to peers the user is not talking to, served
+//     round-robin after the user lane, at most peerLaneMax batches per
+//     peer and peerLanesMax in all (the oldest batch of the longest lane
+//     gives way). A batch with a coalescing key replaces an unsent batch
+//     of the same peer with the same key: a newer AKE message supersedes
+//     an older one.
+//
+// The lines of one batch (the fragments of one OTR message) are written
+// back to back. The queue is safe for concurrent use: the owner goroutine
+// pushes, the connection's writer pops.
+
+const (
+	// peerLaneMax bounds the batches waiting for one peer.
+	peerLaneMax = 8
+	// peerLanesMax bounds the batches waiting in all peer lanes.
+	peerLanesMax = 512
+)
+
+// batch is lines written back to back.
+type batch struct {
+	lines []string
+	// peer, when set, puts the batch in that peer's lane (folded nick).
+	peer string
+	// key coalesces batches of one peer lane: a batch replaces an unsent
+	// one with the same key.
+	key string
+}
+
+// peerLane is the queue of one peer.
+type peerLane struct {
+	peer    string
+	batches []batch
+}
+
+// sendQueue holds a connection's unsent batches.
+type sendQueue struct {
+	mu sync.Mutex
+	// wake has a token when something was pushed since the writer last
+	// looked.
+	wake chan struct{}
+	// userMax bounds the user lane (batches); see setUserMax.
+	userMax int
+
+	prio      []string
+	user      []batch
+	lanes     []*peerLane // round-robin order: the next to serve first
+	peerCount int
+	closed    bool
+	// dropped counts peer-lane batches dropped for lack of room.
+	dropped int
+}
+
+func newSendQueue(userMax int) *sendQueue {
+	return &sendQueue{wake: make(chan struct{}, 1), userMax: userMax}
+}
+
+func (q *sendQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// setUserMax changes the bound of the user lane (a client gets a larger
+// one once it has authenticated).
+func (q *sendQueue) setUserMax(n int) {
+	q.mu.Lock()
+	q.userMax = n
+	q.mu.Unlock()
+}
+
+// pushPriority queues a line for the priority lane; false when closed or
+// full.
+func (q *sendQueue) pushPriority(line string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || len(q.prio) >= 16 {
+		return false
+	}
+	q.prio = append(q.prio, line)
+	q.signal()
+	return true
+}
+
+// push queues b: in the user lane, or in its peer's lane when b.peer is
+// set. It returns false when the queue is closed, or when the user lane is
+// full (the caller decides: a client that does not read is dropped, a
+// user's message is reported as not sent). A peer lane never refuses: it
+// drops its own oldest batches instead.
+func (q *sendQueue) push(b batch) bool {
+	if len(b.lines) == 0 {
+		return true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	if b.peer == "" {
+		if len(q.user) >= q.userMax {
+			return false
+		}
+		q.user = append(q.user, b)
+		q.signal()
+		return true
+	}
+	lane := q.findLane(b.peer)
+	if lane != nil && b.key != "" {
+		for i := range lane.batches {
+			if lane.batches[i].key == b.key {
+				lane.batches[i].lines = b.lines
+				return true
+			}
+		}
+	}
+	if lane != nil && len(lane.batches) >= peerLaneMax {
+		lane.batches = lane.batches[1:]
+		q.peerCount--
+		q.dropped++
+	} else {
+		for q.peerCount >= peerLanesMax {
+			q.dropFromLongest()
+		}
+		lane = q.lane(b.peer)
+	}
+	lane.batches = append(lane.batches, b)
+	q.peerCount++
+	q.signal()
+	return true
+}
+
+// findLane returns the lane of peer, or nil.
+func (q *sendQueue) findLane(peer string) *peerLane {
+	for _, l := range q.lanes {
+		if l.peer == peer {
+			return l
+		}
+	}
+	return nil
+}
+
+// lane returns the lane of peer, adding it last in the round.
+func (q *sendQueue) lane(peer string) *peerLane {
+	if l := q.findLane(peer); l != nil {
+		return l
+	}
+	l := &peerLane{peer: peer}
+	q.lanes = append(q.lanes, l)
+	return l
+}
+
+// dropFromLongest drops the oldest batch of the longest peer lane.
+func (q *sendQueue) dropFromLongest() {
+	longest := -1
+	for i, l := range q.lanes {
+		if longest < 0 || len(l.batches) > len(q.lanes[longest].batches) {
+			longest = i
+		}
+	}
+	l := q.lanes[longest]
+	l.batches = l.batches[1:]
+	q.peerCount--
+	q.dropped++
+	if len(l.batches) == 0 {
+		q.lanes = append(q.lanes[:longest], q.lanes[longest+1:]...)
+	}
+}
+
+// pop returns the next thing to write: a priority line (prio true, one
+// line), or the next batch of the user lane, or the next peer lane's
+// batch in round-robin order. ok is false when nothing waits.
+func (q *sendQueue) pop() (lines []string, prio, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case len(q.prio) > 0:
+		line := q.prio[0]
+		q.prio = q.prio[1:]
+		return []string{line}, true, true
+	case len(q.user) > 0:
+		b := q.user[0]
+		q.user[0] = batch{}
+		q.user = q.user[1:]
+		return b.lines, false, true
+	case len(q.lanes) > 0:
+		l := q.lanes[0]
+		b := l.batches[0]
+		l.batches = l.batches[1:]
+		q.peerCount--
+		q.lanes = q.lanes[1:]
+		if len(l.batches) > 0 {
+			q.lanes = append(q.lanes, l)
+		}
+		return b.lines, false, true
+	}
+	return nil, false, false
+}
+
+// popPriority returns a waiting priority line, if any.
+func (q *sendQueue) popPriority() (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.prio) == 0 {
+		return "", false
+	}
+	line := q.prio[0]
+	q.prio = q.prio[1:]
+	return line, true
+}
+
+// close makes every later push fail.
+func (q *sendQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// stats reports what waits and how many peer batches were dropped.
+func (q *sendQueue) stats() (user, peer, dropped int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.user), q.peerCount, q.dropped
+}
