@@ -158,7 +158,7 @@ func (c *Conversation) SetMaxMessageSize(n int) { c.opts.MaxMessageSize = n }
 // allows a version, or a session set up earlier is still encrypted or
 // finished (turning the policy off must not make it send in clear).
 func (c *Conversation) enabled() bool {
-	if c.opts.Policy.versions() != 0 {
+	if c.opts.Policy.versions() != 0 || len(c.held) > 0 {
 		return true
 	}
 	for _, in := range c.all() {
@@ -346,7 +346,9 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		c.lastText, c.lastTextAt, c.lastTextInst = text, now, in
 		return res, nil
 	}
-	if c.opts.Policy.has(RequireEncryption) {
+	if c.opts.Policy.has(RequireEncryption) || len(c.held) > 0 {
+		// Held messages wait for encryption whatever the policy became
+		// since: a later message must not overtake them in clear.
 		if len(c.held) >= maxHeld || c.heldBytes+len(text) > maxHeldBytes {
 			res.event(Event{Kind: EventMessageRefused, Err: ErrQueueFull})
 			return res, ErrQueueFull
@@ -354,7 +356,7 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		c.held = append(c.held, text)
 		c.heldBytes += len(text)
 		res.event(Event{Kind: EventMessageHeld, Count: len(c.held)})
-		if c.lastQuery.IsZero() || now.Sub(c.lastQuery) >= queryInterval || !c.akePending() {
+		if c.opts.Policy.versions() != 0 && (c.lastQuery.IsZero() || now.Sub(c.lastQuery) >= queryInterval || !c.akePending()) {
 			c.sendQuery(&res, now)
 		}
 		return res, nil

@@ -435,3 +435,31 @@ func TestSetPeerMovesTrustQueries(t *testing.T) {
 		t.Fatalf("held message released although %q was known under another key: %+v", "robert", b.got)
 	}
 }
+
+// TestHeldMessagesAreNeverOvertakenInClear: once messages wait for
+// encryption, a policy change does not let a later message go out in
+// clear ahead of them.
+func TestHeldMessagesAreNeverOvertakenInClear(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	c := NewConversation(&Account{Key: testKey(t, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyAlways})
+	if _, err := c.Send(now, "first"); err != nil {
+		t.Fatal(err)
+	}
+	for _, pol := range []Policy{PolicyManual, PolicyNever} {
+		c.SetPolicy(pol)
+		res, err := c.Send(now, "later")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Send {
+			for _, l := range m {
+				if strings.Contains(l, "later") {
+					t.Fatalf("policy %v: sent in clear ahead of held messages: %q", pol, l)
+				}
+			}
+		}
+	}
+	if st := c.Status(); st.Held != 3 {
+		t.Errorf("held %d, want 3", st.Held)
+	}
+}

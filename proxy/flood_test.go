@@ -64,3 +64,30 @@ func TestFloodDoesNotStallTheUser(t *testing.T) {
 		t.Errorf("otrbnc sent mallory %d lines in answer to a flood", got)
 	}
 }
+
+// TestNoticeFloodCollapsed: 400 bad lines from one nick make one notice
+// and, when the minute is over, one summary (defect 6).
+func TestNoticeFloodCollapsed(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", nil, Options{Now: clock.now})
+	mallory := fn.addPeer("mallory", testKey(t, 2), 0x3003)
+	c := registerClient(t, env.addr, "alice")
+	lines := make([]string, 400)
+	for i := range lines {
+		lines[i] = ":" + mallory.prefix + " PRIVMSG alice :?OTR:AAMD" + strings.Repeat("A", i%50) + "!."
+	}
+	fn.s.send(lines...)
+	fn.sync(c)
+	count := 0
+	for _, l := range serviceTexts(c) {
+		if strings.Contains(l, "mallory") {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Errorf("%d notices about mallory, want 1: %q", count, serviceTexts(c))
+	}
+	clock.advance(2 * time.Minute)
+	c.expect("summary", serviceSays("[mallory] 399 more malformed or unreadable OTR messages from mallory ignored in the last minute"))
+}

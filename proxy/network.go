@@ -94,6 +94,7 @@ type network struct {
 	resp        *response                // the labeled command being answered
 	batchSeq    uint64
 	genkey      genkeyState
+	notices     noticeLimiter // peer-caused notices this minute
 
 	// stateDir holds the settings file; saved is what it holds.
 	stateDir string

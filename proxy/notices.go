@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -102,3 +104,101 @@ func (n *network) tellClients(text string) {
 // tellClientsAbout sends every client a service line about peer,
 // prefixed with "[peer]".
 func (n *network) tellClientsAbout(peer, text string) { n.tellClients("[" + peer + "] " + text) }
+
+// Notices a peer can cause at will (a malformed or unreadable message, an
+// OTR error, clear text in a private conversation, a query) are limited
+// so that a flood of bad lines does not become a flood of notices: per
+// peer and kind, the first one in a minute is shown and the rest are
+// counted and summed up when the minute ends ("37 more malformed OTR
+// messages from mallory ignored in the last minute"). Across peers the
+// user is not talking to, at most strangerNotices such notices are shown
+// per minute; the rest are summed up the same way. Notices about peers the
+// user talks to are never hidden by the second rule.
+
+const (
+	// noticeWindow is the period over which repeated notices are summed.
+	noticeWindow = time.Minute
+	// strangerNotices bounds the peer-caused notices shown per window
+	// about peers the user is not talking to.
+	strangerNotices = 20
+	// maxNoticeCounters bounds the counters kept per window.
+	maxNoticeCounters = 1024
+)
+
+// noticeKind is a kind of peer-caused notice, with the plural used in
+// its summary.
+type noticeKind string
+
+const (
+	noticeMalformed noticeKind = "malformed or unreadable OTR messages"
+	noticeUndecrypt noticeKind = "encrypted messages that could not be read"
+	noticePeerError noticeKind = "OTR error messages"
+	noticeClearText noticeKind = "unencrypted messages"
+	noticeQuery     noticeKind = "requests for a private conversation"
+	noticeClearCTCP noticeKind = "CTCP requests sent in clear"
+	noticeNewKey    noticeKind = "new keys"
+	noticeTooLarge  noticeKind = "OTR messages too large to reassemble"
+)
+
+// noticeLimiter counts peer-caused notices within the current window.
+type noticeLimiter struct {
+	start     time.Time
+	shown     map[string]bool // peer and kind shown once this window
+	hidden    map[string]int  // peer and kind → notices not shown
+	nicks     map[string]string
+	strangers int // stranger notices shown this window
+	overflow  int // notices not shown because the counters were full
+}
+
+// tellClientsAboutPeerEvent shows a notice about p that p can cause at
+// will, within the limits above.
+func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, text string) {
+	l := &n.notices
+	now := n.now()
+	if l.shown == nil || now.Sub(l.start) >= noticeWindow {
+		n.summarizeNotices(now)
+	}
+	key := p.key + "\x00" + string(kind)
+	engaged := p.engaged(now)
+	if !l.shown[key] && (engaged || l.strangers < strangerNotices) {
+		l.shown[key] = true
+		if !engaged {
+			l.strangers++
+		}
+		n.tellClientsAbout(p.nick, text)
+		return
+	}
+	if _, ok := l.hidden[key]; !ok && len(l.hidden) >= maxNoticeCounters {
+		l.overflow++
+		return
+	}
+	l.hidden[key]++
+	l.nicks[key] = p.nick
+}
+
+// summarizeNotices ends the current window: what was not shown is summed
+// up, one line per peer and kind.
+func (n *network) summarizeNotices(now time.Time) {
+	l := &n.notices
+	keys := make([]string, 0, len(l.hidden))
+	for k := range l.hidden {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		_, kind, _ := strings.Cut(k, "\x00")
+		nick := l.nicks[k]
+		n.tellClientsAbout(nick, fmt.Sprintf("%d more %s from %s ignored in the last minute", l.hidden[k], kind, nick))
+	}
+	if l.overflow > 0 {
+		n.tellClients(fmt.Sprintf("%d more notices about other nicks ignored in the last minute", l.overflow))
+	}
+	*l = noticeLimiter{start: now, shown: map[string]bool{}, hidden: map[string]int{}, nicks: map[string]string{}}
+}
+
+// tickNotices closes the window once it is over.
+func (n *network) tickNotices() {
+	if l := &n.notices; l.shown != nil && n.now().Sub(l.start) >= noticeWindow && (len(l.hidden) > 0 || l.overflow > 0) {
+		n.summarizeNotices(n.now())
+	}
+}

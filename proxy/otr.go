@@ -79,9 +79,9 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 	p := n.peer(target)
 	plaintext := text
 	if a, ok := actionToOTR(text); ok {
-		st := p.conv.Status()
-		if st.State == otrcore.StatePlaintext && p.policy&otrcore.RequireEncryption == 0 {
-			// No session and none required: an action stays a CTCP ACTION.
+		if !p.guarded() {
+			// No session, nothing queued, none required: an action
+			// stays a CTCP ACTION.
 			m := msg("", "PRIVMSG", target, text)
 			m.Tags = n.tagsUpstream(ctags)
 			if err := n.toUpstreamMsg(m); err != nil {
@@ -135,7 +135,7 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 		} else {
 			n.deliverToClients(p.prefix, delivery{marked: p.guarded(), tags: tags}, res.Text)
 			if p.guarded() && !hasEvent(res, otrcore.EventPlaintextInSession) {
-				n.tellClientsAbout(p.nick, n.clearTextWarning(p, "message"))
+				n.tellClientsAboutPeerEvent(p, noticeClearText, n.clearTextWarning(p, "message"))
 			}
 		}
 	}
@@ -163,14 +163,16 @@ func (n *network) clearActionFromPeer(m *irc.Message, body string) {
 	p.prefix = m.Prefix.Copy()
 	n.deliverToClients(p.prefix, delivery{action: true, marked: true, tags: m.Tags}, body)
 	if p.sessionGuarded() {
-		n.tellClientsAbout(p.nick, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
+		n.tellClientsAboutPeerEvent(p, noticeClearText, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
 	} else {
-		n.tellClientsAbout(p.nick, n.clearTextWarning(p, "action"))
+		n.tellClientsAboutPeerEvent(p, noticeClearText, n.clearTextWarning(p, "action"))
 	}
 }
 
-// otrTick drives the engine's timers (heartbeats, AKE expiry).
+// otrTick drives the engine's timers (heartbeats, AKE expiry) and sums
+// up the notices held back in the last minute.
 func (n *network) otrTick() {
+	n.tickNotices()
 	now := n.now()
 	for _, p := range n.otr.peers {
 		if res := p.conv.Tick(now); len(res.Send) > 0 || len(res.Events) > 0 {

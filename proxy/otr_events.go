@@ -77,13 +77,13 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventPeerFinished:
 		n.tellClientsAbout(nick, fmt.Sprintf("%s ended the private conversation. Your messages to them are now refused: run /msg *otr finish %s to talk in clear, or /msg *otr start %s to start again", nick, nick, nick))
 	case otrcore.EventPlaintextInSession:
-		n.tellClientsAbout(nick, fmt.Sprintf("the message from %s marked %q was NOT encrypted, although your private conversation is", nick, n.marker()))
+		n.tellClientsAboutPeerEvent(p, noticeClearText, fmt.Sprintf("the message from %s marked %q was NOT encrypted, although your private conversation is", nick, n.marker()))
 	case otrcore.EventUnreadable:
-		n.tellClientsAbout(nick, fmt.Sprintf("an encrypted message from %s could not be read", nick))
+		n.tellClientsAboutPeerEvent(p, noticeUndecrypt, fmt.Sprintf("an encrypted message from %s could not be read", nick))
 	case otrcore.EventMalformed:
-		n.tellClientsAbout(nick, fmt.Sprintf("a malformed OTR message from %s was ignored", nick))
+		n.tellClientsAboutPeerEvent(p, noticeMalformed, fmt.Sprintf("a malformed OTR message from %s was ignored", nick))
 	case otrcore.EventNotInPrivate:
-		n.tellClientsAbout(nick, fmt.Sprintf("%s sent an encrypted message but there is no private conversation; it could not be read", nick))
+		n.tellClientsAboutPeerEvent(p, noticeUndecrypt, fmt.Sprintf("%s sent an encrypted message but there is no private conversation; it could not be read", nick))
 	case otrcore.EventMessageHeld:
 		n.tellClientsAbout(nick, fmt.Sprintf("your message is queued until the private conversation with %s starts (policy %s); starting it now", nick, p.policy))
 	case otrcore.EventHeldSent:
@@ -96,7 +96,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventNewFingerprint:
 		n.newFingerprint(p, ev.Fingerprint, now)
 	case otrcore.EventPeerError:
-		n.tellClientsAbout(nick, fmt.Sprintf("OTR error from %s (unauthenticated; anyone can send one): %s", nick, quotePeer(ev.Message, peerTextMax)))
+		n.tellClientsAboutPeerEvent(p, noticePeerError, fmt.Sprintf("OTR error from %s (unauthenticated; anyone can send one): %s", nick, quotePeer(ev.Message, peerTextMax)))
 	case otrcore.EventProtocolError:
 		n.logger.Warn("OTR protocol problem", "err", ev.Err)
 	case otrcore.EventSMPRequest:
@@ -121,7 +121,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventSMPCheated:
 		n.tellClientsAbout(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
-		n.tellClientsAbout(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.policy, nick))
+		n.tellClientsAboutPeerEvent(p, noticeQuery, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.policy, nick))
 	}
 }
 

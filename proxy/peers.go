@@ -212,8 +212,14 @@ func (n *network) ignoredBy(nick string) string {
 // conversation in such a state stays guarded even if the nick is now on
 // the ignore list (a peer renamed into an ignored mask).
 func (n *network) guarded(nick string) bool {
-	if p := n.lookupPeer(nick); p != nil {
+	p := n.lookupPeer(nick)
+	switch {
+	case p != nil && n.isChannel(nick):
+		return p.sessionGuarded() // policies are for nicks
+	case p != nil:
 		return p.guarded()
+	case n.isChannel(nick):
+		return false
 	}
 	return n.decidePolicy(nick).policy&otrcore.RequireEncryption != 0
 }
