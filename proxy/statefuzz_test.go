@@ -78,7 +78,7 @@ type stateFuzz struct {
 	ignores       []string
 
 	seq       int
-	trace     []string // what happened, for failure reports
+	trace     []string        // what happened, for failure reports
 	protected map[string]bool // token → must never leave in clear
 	clearSent map[string]bool // clear-text id from a peer → must be marked
 	upLines   []string
