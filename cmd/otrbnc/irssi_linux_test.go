@@ -93,7 +93,7 @@ func TestIrssiQueryWindow(t *testing.T) {
 			}
 			t.Errorf("the query window does not show that %s; between %q and %q it shows:\n%s", what, from, to, strings.Join(seg, "\n"))
 		}
-		check("the private conversation started", "<bob> hello alice, in clear", "<bob> hello alice from libotr", regexp.MustCompile(`(?i)start|private|encrypt|OTR`))
+		check("the private conversation started", "<bob> hello alice, in clear", "<bob> hello alice from libotr", regexp.MustCompile(`(?i)\b(start|encrypt|private|secure|active)`))
 		check("bob ended it", "<bob> hello alice from libotr", "sync after the end", regexp.MustCompile(`(?i)\bend|finish`))
 		check("the message was NOT sent", "<alice> are you still there?", "sync after the refusal", regexp.MustCompile(`(?i)not sent|refused|not delivered`))
 
