@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,8 +80,12 @@ func openPTY(rows, cols uint16) (ptm, pts *os.File, err error) {
 }
 
 // irssiClient is irssi, text mode, without its OTR module, in a
-// pseudo-terminal. Every window item (query) is logged to its own file by
-// irssi's autolog; the status window is logged too.
+// pseudo-terminal. A small Perl script (irssi's own scripting, part of
+// Debian's irssi package) writes every line irssi prints with the name of
+// the window it goes to: that is what the user sees, window by window.
+// irssi's autolog is on too; it files lines by target (a notice from *otr
+// shown in the status window still goes to *otr's log), so it only serves
+// the time stamps it writes.
 type irssiClient struct {
 	t      *testing.T
 	home   string
@@ -94,11 +97,28 @@ type irssiClient struct {
 }
 
 // irssiTag is the chat network name in irssi's configuration, and so the
-// directory of its log files.
+// directory of its autolog files.
 const irssiTag = "otrbnc"
 
-// startIrssi runs irssi as nick alice, connected to otrbnc at addr with
-// password pw.
+// irssiWindowLog is the Perl script that logs printed lines by window:
+// window name (the active item's, or "status" for window 1 without one),
+// message level and the text without formatting, tab-separated.
+const irssiWindowLog = `use strict;
+use Irssi;
+my $file = $ENV{OTRBNC_TEST_WINDOW_LOG};
+Irssi::signal_add('print text', sub {
+	my ($dest, $text, $stripped) = @_;
+	my $w = $dest->{window} or return;
+	my $name = $w->{active} ? $w->{active}->{name} : ($w->{refnum} == 1 ? 'status' : 'window' . $w->{refnum});
+	$stripped =~ s/[\t\n]/ /g;
+	open(my $fh, '>>', $file) or return;
+	print $fh join("\t", $name, Irssi::bits2level($dest->{level}), $stripped), "\n";
+	close($fh);
+});
+`
+
+// startIrssi runs irssi as nick alice, connected to addr (with password pw
+// if not empty).
 func startIrssi(t *testing.T, addr, pw string) *irssiClient {
 	t.Helper()
 	bin := requireClient(t, "irssi", "irssi")
@@ -110,8 +130,8 @@ func startIrssi(t *testing.T, addr, pw string) *irssiClient {
 	c := &irssiClient{t: t, home: home, logDir: filepath.Join(home, "logs"), exited: make(chan error, 1)}
 	// autoload_modules without "otr": irssi 1.4 loads its OTR module by
 	// default when installed (Debian's irssi-plugin-otr), and otrbnc users
-	// must not run it (README). autolog_level all keeps the lines irssi
-	// files at level CRAP (numerics) that the default level leaves out.
+	// must not run it (README). The Perl module is loaded for the window
+	// log.
 	conf := fmt.Sprintf(`servers = (
   { address = %q; chatnet = %q; port = %q; password = %q; use_tls = "no"; autoconnect = "yes"; }
 );
@@ -121,16 +141,23 @@ settings = {
   "fe-common/core" = { autolog = "yes"; autolog_path = %q; autolog_level = "all"; };
 };
 `, host, irssiTag, port, pw, irssiTag, filepath.Join(c.logDir, "$tag", "$0.log"))
-	if err := os.WriteFile(filepath.Join(home, "config"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
+	files := map[string]string{
+		"config": conf,
+		// startup runs before autoconnect: turn paste detection off so
+		// that typed lines are never held as a paste, and send commands
+		// without irssi's flood delay (2.2 s a line after a burst), which
+		// only slows the test down.
+		"startup":                      "/set paste_detect_time 0\n/set cmd_queue_speed 10msec\n",
+		"scripts/autorun/windowlog.pl": irssiWindowLog,
 	}
-	// startup runs before autoconnect: log the status window, turn paste
-	// detection off so that typed lines are never held as a paste, and
-	// send commands without irssi's flood delay (2.2 s a line after a
-	// burst), which only slows the test down.
-	startup := fmt.Sprintf("/window log on %s\n/set paste_detect_time 0\n/set cmd_queue_speed 10msec\n", filepath.Join(c.logDir, "status.log"))
-	if err := os.WriteFile(filepath.Join(home, "startup"), []byte(startup), 0o600); err != nil {
-		t.Fatal(err)
+	for name, text := range files {
+		path := filepath.Join(home, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.MkdirAll(c.logDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -142,7 +169,8 @@ settings = {
 	c.ptm = ptm
 	c.cmd = exec.Command(bin, "--home="+home)
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = pts, pts, pts
-	c.cmd.Env = []string{"HOME=" + home, "TERM=xterm", "LANG=C.UTF-8", "PATH=" + os.Getenv("PATH")}
+	c.cmd.Env = []string{"HOME=" + home, "TERM=xterm", "LANG=C.UTF-8", "PATH=" + os.Getenv("PATH"),
+		"OTRBNC_TEST_WINDOW_LOG=" + c.windowLog()}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := c.cmd.Start(); err != nil {
 		ptm.Close()
@@ -165,8 +193,10 @@ settings = {
 	return c
 }
 
+func (c *irssiClient) windowLog() string { return filepath.Join(c.logDir, "windows.log") }
+
 // stop quits irssi, killing it if it does not exit promptly, and reports
-// its logs if the test failed.
+// what it showed if the test failed.
 func (c *irssiClient) stop() {
 	c.typeLine("/quit")
 	select {
@@ -177,19 +207,9 @@ func (c *irssiClient) stop() {
 	}
 	c.ptm.Close()
 	if c.t.Failed() {
-		c.dumpLogs()
+		b, _ := os.ReadFile(c.windowLog())
+		c.t.Logf("irssi printed (window, level, text):\n%s", b)
 	}
-}
-
-// dumpLogs writes every log file irssi wrote to the test log.
-func (c *irssiClient) dumpLogs() {
-	filepath.Walk(c.logDir, func(path string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			b, _ := os.ReadFile(path)
-			c.t.Logf("irssi log %s:\n%s", strings.TrimPrefix(path, c.logDir+"/"), b)
-		}
-		return nil
-	})
 }
 
 // typeLine types s and Enter into irssi's input line.
@@ -206,28 +226,34 @@ func (c *irssiClient) query(nick, s string) {
 	c.typeLine(s)
 }
 
-// logTimestamp is irssi's default log_timestamp ("%H:%M ").
-var logTimestamp = regexp.MustCompile(`^\d\d:\d\d `)
+// printed is one line irssi printed.
+type printed struct {
+	window, level, text string
+}
 
-// window returns the lines of the log of window item name (a nick, or
-// "status" for the status window) without their timestamps and without
-// irssi's "--- Log opened/closed" lines.
-func (c *irssiClient) window(name string) []string {
-	file := strings.ReplaceAll(strings.ToLower(name), "*", "_") + ".log"
-	path := filepath.Join(c.logDir, irssiTag, file)
-	if name == "status" {
-		path = filepath.Join(c.logDir, "status.log")
-	}
-	b, err := os.ReadFile(path)
+// printedLines returns every line irssi printed so far, in order.
+func (c *irssiClient) printedLines() []printed {
+	b, err := os.ReadFile(c.windowLog())
 	if err != nil {
 		return nil
 	}
-	var lines []string
+	var ps []printed
 	for _, l := range strings.Split(string(b), "\n") {
-		if l == "" || strings.HasPrefix(l, "--- ") {
-			continue
+		if f := strings.SplitN(l, "\t", 3); len(f) == 3 {
+			ps = append(ps, printed{window: strings.ToLower(f[0]), level: f[1], text: f[2]})
 		}
-		lines = append(lines, logTimestamp.ReplaceAllString(l, ""))
+	}
+	return ps
+}
+
+// window returns the text of the lines irssi showed in window name (a
+// nick's query window, or "status").
+func (c *irssiClient) window(name string) []string {
+	var lines []string
+	for _, p := range c.printedLines() {
+		if p.window == strings.ToLower(name) {
+			lines = append(lines, p.text)
+		}
 	}
 	return lines
 }
