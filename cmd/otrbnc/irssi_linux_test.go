@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // pendingEnv runs the assertions of behaviour otrbnc does not have yet;
@@ -99,12 +100,15 @@ func TestIrssiQueryWindow(t *testing.T) {
 
 		// The peer must not be able to make the same lines appear: it
 		// tries every tail of each line, in clear and encrypted, as a
-		// message, a notice and an action.
+		// message, a notice and an action; as is, behind formatting codes
+		// that show nothing, behind an invisible character, and in
+		// look-alike letters.
 		var tries []string
 		for _, l := range ours {
 			words := strings.Fields(l)
 			for k := 0; k < len(words) && k < 5; k++ {
-				tries = append(tries, strings.Join(words[k:], " "))
+				tail := strings.Join(words[k:], " ")
+				tries = append(tries, tail, "\x02\x02"+tail, "\u200b"+tail, lookalikes.Replace(tail))
 			}
 		}
 		imitate := func(encrypted bool) {
@@ -167,8 +171,34 @@ func between(lines []string, from, to string) []string {
 	return nil
 }
 
-// sameLine compares two rendered lines as a reader would: case and runs of
-// spaces do not matter.
-func sameLine(a, b string) bool {
-	return strings.EqualFold(strings.Join(strings.Fields(a), " "), strings.Join(strings.Fields(b), " "))
+// sameLine compares two rendered lines as a reader would: case, runs of
+// spaces, invisible characters and look-alike letters do not matter.
+func sameLine(a, b string) bool { return skeleton(a) == skeleton(b) }
+
+// lookalikePairs are Latin letters and Cyrillic letters drawn the same.
+var lookalikePairs = []string{"a", "а", "c", "с", "e", "е", "i", "і", "o", "о", "p", "р", "x", "х", "y", "у",
+	"A", "А", "B", "В", "C", "С", "E", "Е", "H", "Н", "K", "К", "M", "М", "O", "О", "P", "Р", "T", "Т", "X", "Х"}
+
+// lookalikes writes Latin letters in Cyrillic look-alikes.
+var lookalikes = strings.NewReplacer(lookalikePairs...)
+
+// skeleton is what a reader sees of s: Latin letters for their
+// look-alikes, lower case, no invisible (format) characters, single
+// spaces.
+func skeleton(s string) string {
+	latin := map[rune]rune{}
+	for i := 0; i < len(lookalikePairs); i += 2 {
+		latin[[]rune(lookalikePairs[i+1])[0]] = []rune(lookalikePairs[i])[0]
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.Is(unicode.Cf, r) {
+			continue
+		}
+		if l, ok := latin[r]; ok {
+			r = l
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
 }
