@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -291,12 +292,18 @@ func tail(s string, n int) string {
 
 // otrbncProcess builds cmd/otrbnc from this tree and runs it on upstream,
 // as user alice with the manual policy. It returns the listen address and
-// the client password.
+// the client password. When the tests run with -race, so does otrbnc (the
+// packages are then already compiled that way), and a race it reports
+// fails the test.
 func otrbncProcess(t *testing.T, upstream string) (addr, pw string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "otrbnc")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if raceEnabled() {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building otrbnc: %v\n%s", err, out)
 	}
@@ -335,6 +342,9 @@ rate_interval = "1ms"
 			cmd.Process.Kill()
 			<-exited
 		}
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("otrbnc reported a data race")
+		}
 		if t.Failed() {
 			t.Logf("otrbnc log:\n%s", logs.String())
 		}
@@ -355,6 +365,20 @@ rate_interval = "1ms"
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// raceEnabled reports whether this test binary was built with -race.
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" && s.Value == "true" {
+			return true
+		}
+	}
+	return false
 }
 
 // otrPeer is an OTR user (libotr 4.1.1, manual policy) connected straight
