@@ -6,17 +6,62 @@
 // # Concurrency
 //
 // Every connection has exactly one reader goroutine and one writer
-// goroutine (ircConn). Each network has one owner goroutine (network.run)
-// that holds all IRC state and every otrcore.Conversation; the engine is
-// not safe for concurrent use and never needs to be. Readers hand parsed
-// messages to the owner over a channel; the owner queues batches of lines
-// to writers without blocking. Lines read from the network or from clients
-// are bounded (512 bytes plus the IRCv3 tag budget); longer lines are
-// dropped. The upstream writer is paced by a token bucket, and the lines of
-// one OTR message (its fragments) are written back to back. A separate
-// goroutine per network dials, registers (CAP, SASL PLAIN or EXTERNAL,
+// goroutine (ircConn, conn.go). Each network has one owner goroutine
+// (network.run) that holds all IRC state and every otrcore.Conversation;
+// the engine is not safe for concurrent use and never needs to be. Readers
+// hand parsed messages to the owner over a channel; the owner queues
+// batches of lines to writers without blocking. Lines read from the
+// network or from clients are bounded (512 bytes plus the IRCv3 tag
+// budget); longer lines are dropped. A separate goroutine per network
+// (upstreamLoop) dials, registers (CAP, SASL PLAIN or EXTERNAL,
 // PASS/NICK/USER with nick fallback) and reconnects with exponential
 // backoff and jitter; the upstream stays up while no client is attached.
+//
+// # Where things are
+//
+//   - server.go: Server, Options, listeners; auth.go: client registration
+//     and passwords; dial.go: connecting and registering upstream.
+//   - network.go: the network type, its events and owner loop, and the
+//     output verbs: toClient, toClients and toUpstream for IRC messages,
+//     tellClient, tellClients and tellClientsAbout for *otr notices
+//     (notices.go), deliverToClients for what peers say, echoToClients and
+//     replayToClient for the user's own lines and kept ones.
+//   - upstream.go: everything the network sends (handleUpstream); history.go
+//     tells history from live traffic. downstream.go: everything a client
+//     sends (handleDownstream), attach and detach.
+//   - peers.go: one otrPeer per nick, with its Conversation and the policy
+//     decided for it when an input changes (decidePolicy, applyPolicy);
+//     guarded and leftAlone, the two questions the routing asks. policy.go:
+//     masks, the ignore list, where a policy comes from. otr.go: private
+//     messages through the engine both ways; otr_events.go: engine events
+//     as notices and trust updates.
+//   - service.go, commands*.go: the *otr service and its command table;
+//     settings.go: what *otr changes, saved in the state directory.
+//   - conn.go, sendqueue.go, lines.go: connections, the outgoing queue and
+//     line framing; caps.go: IRCv3 towards clients.
+//
+// # Output
+//
+// Upstream lines are paced by a token bucket (rate_burst, rate_interval),
+// so what waits in front of a line decides when it leaves. The outgoing
+// queue (sendqueue.go) has lanes, served in this order:
+//
+//  1. PING and PONG, between two batches, without pacing;
+//  2. the user's own traffic — client commands, channel messages, private
+//     messages, what *otr commands send — and the engine's replies to
+//     peers the user addressed in the last 30 minutes (engaged peers),
+//     first in, first out;
+//  3. the engine's replies to every other peer (key exchanges, errors,
+//     heartbeats), one lane per peer served round-robin, at most 8 batches
+//     per peer and 512 in all, the oldest of the longest lane giving way.
+//     A newer AKE message to a peer and instance replaces an unsent older
+//     one, and each such peer has a reply budget of 6 batches, then one per
+//     30 seconds: a nick flooding key exchanges earns a handful of answers
+//     and cannot delay anything of the user's.
+//
+// The lines of one OTR message (its fragments) are written back to back.
+// The writer flushes only when it would wait, so a burst costs one system
+// call.
 //
 // # What is encrypted
 //
@@ -27,8 +72,13 @@
 //     convention of irssi, WeeChat and znc-otr) and comes back as an
 //     ACTION; without a session and without policy always it stays a CTCP
 //     ACTION in clear.
-//   - Other CTCP (VERSION, PING, DCC, …) and NOTICE always pass in clear,
-//     both ways, as in every IRC OTR plugin. Channel messages pass untouched.
+//   - Other CTCP (VERSION, PING, DCC, …) and NOTICE pass in clear, both
+//     ways, as in every IRC OTR plugin — except with a nick whose
+//     conversation is guarded (encrypted or finished, holding queued
+//     messages, or policy always; docs/security.md): then they are refused
+//     outgoing, a NOTICE is marked incoming and a CTCP request is held back
+//     with a notice. Channel messages pass untouched; only #&+! start a
+//     channel name, whatever CHANTYPES says.
 //   - OTR traffic from peers is consumed: clients see the decrypted text
 //     from the peer's real prefix, split to fit client lines, never "?OTR"
 //     data. Plaintext received during an encrypted session is shown after a
