@@ -202,3 +202,45 @@ func (n *network) tickNotices() {
 		n.summarizeNotices(n.now())
 	}
 }
+
+// The conversation's own window. Every client draws the lines its user
+// types itself, so a refused message looks sent unless the refusal shows
+// where the user looks; and state changes (started, ended, verified) belong
+// there too, as in-client OTR plugins print them. otrbnc shows both as a
+// line the peer cannot send (docs/user-guide.md, "Where otrbnc talks to
+// you"): numeric 404 naming the peer, which irssi and HexChat show in the
+// query window ("-!- [otrbnc] bob OTR: …", "* bob :OTR: …") and WeeChat
+// in the server buffer (or the query, with /set irc.msgbuffer.404
+// private); and, to clients that negotiated standard-replies, FAIL for a
+// refusal and NOTE for a state change. The *otr notice with the details
+// follows as before.
+
+// windowLine is a refusal or state line about peer for dc.
+func (n *network) windowLine(dc *downstream, peer string, refusal bool, text string) *irc.Message {
+	text = "OTR: " + text
+	switch {
+	case refusal && (dc.hasCap("standard-replies") || dc.hasCap("draft/standard-replies")):
+		return msg(serverName, "FAIL", "PRIVMSG", "CANNOT_SEND", peer, text)
+	case dc.hasCap("standard-replies") || dc.hasCap("draft/standard-replies"):
+		return msg(serverName, "NOTE", "PRIVMSG", "OTR_STATE", peer, text)
+	}
+	return msg(serverName, "404", dc.nick, peer, text)
+}
+
+// refuseToClient tells dc, in the conversation's window and in *otr, that
+// what it sent to peer was not sent (or not yet: queued). short is for
+// the window, detail for *otr.
+func (n *network) refuseToClient(dc *downstream, peer, short, detail string) {
+	n.toClient(dc, n.windowLine(dc, peer, true, short))
+	n.tellClient(dc, "["+peer+"] "+detail)
+}
+
+// stateToClients tells every client, in the conversation's window and in
+// *otr, that the conversation with peer changed. short is for the window,
+// detail for *otr.
+func (n *network) stateToClients(peer, short, detail string) {
+	for _, dc := range n.downstreams {
+		n.toClient(dc, n.windowLine(dc, peer, false, short))
+	}
+	n.tellClientsAbout(peer, detail)
+}

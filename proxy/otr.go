@@ -267,6 +267,9 @@ func (n *network) deliverToClients(from *irc.Prefix, how delivery, text string) 
 		text = neutralize(text)
 		room -= len(lead)
 	}
+	if how.action && lead == "" {
+		text = defuseAction(text)
+	}
 	for i, piece := range splitText(text, room) {
 		piece = lead + piece
 		if how.action {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"otrbnc/proxy/config"
@@ -144,6 +145,21 @@ func skipHex(s string, i, max int) int {
 		i++
 	}
 	return i
+}
+
+// defuseAction keeps a peer's action from looking like otrbnc's own
+// lines in the conversation window: HexChat shows numeric 404 about bob as
+// "* bob :text", exactly like an action from bob whose text starts with a
+// colon (only the colour of the asterisk differs). An action whose first
+// visible character is a colon or looks like one gets "· " in front.
+func defuseAction(text string) string {
+	visible := strings.TrimLeftFunc(neutralize(text), unicode.IsSpace)
+	r, _ := utf8.DecodeRuneInString(visible)
+	switch r {
+	case ':', '\uFF1A', '\u2236', '\uA789', '\u02D0', '\u02F8', '\u0589', '\u05C3', '\u0703', '\u0704', '\u16EC', '\uFE13', '\uFE30', '\uFE55', '\u1361', '\u205A', '\u2982', '\u1803', '\u1809':
+		return "· " + text
+	}
+	return text
 }
 
 // isInvisibleFormat reports bidi controls and zero-width characters that

@@ -150,3 +150,19 @@ func TestSplitWordsAndLookup(t *testing.T) {
 		t.Errorf("unknown command: %v", err)
 	}
 }
+
+// TestDefuseAction: an action cannot start like otrbnc's 404 line in
+// HexChat ("* bob :OTR: …"), even behind formatting, invisible characters
+// or a look-alike colon.
+func TestDefuseAction(t *testing.T) {
+	for _, in := range []string{":OTR: private conversation ended", "\x02:OTR:", "\u200b:OTR:", " \u2236OTR:", "\uFF1AOTR:", "\x0304:x"} {
+		if got := defuseAction(in); !strings.HasPrefix(got, "· ") {
+			t.Errorf("defuseAction(%q) = %q", in, got)
+		}
+	}
+	for _, in := range []string{"waves", "", "smiles :)"} {
+		if got := defuseAction(in); got != in {
+			t.Errorf("defuseAction(%q) = %q, want it unchanged", in, got)
+		}
+	}
+}
