@@ -22,6 +22,7 @@ var offeredCaps = []struct{ name, value string }{
 	{"message-tags", ""},
 	{"sasl", "PLAIN"},
 	{"server-time", ""},
+	{"standard-replies", ""},
 }
 
 // capOffered reports whether otrbnc offers the capability name.

@@ -20,7 +20,7 @@ func TestCapListsOffered(t *testing.T) {
 	c := dialTest(t, env.addr)
 	c.send("CAP LS 302")
 	m := c.expect("CAP LS", isCmd("CAP"))
-	if got, want := m.Trailing(), "batch cap-notify echo-message labeled-response message-tags sasl=PLAIN server-time"; got != want {
+	if got, want := m.Trailing(), "batch cap-notify echo-message labeled-response message-tags sasl=PLAIN server-time standard-replies"; got != want {
 		t.Errorf("CAP LS 302 = %q, want %q", got, want)
 	}
 	c.send("CAP LS")

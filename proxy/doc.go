@@ -130,7 +130,7 @@
 //
 // The capabilities offered to clients are otrbnc's own (caps.go):
 // batch, cap-notify, echo-message, labeled-response, message-tags,
-// sasl and server-time; sts, draft/multiline, chathistory and bouncer
+// sasl, server-time and standard-replies; sts, draft/multiline, chathistory and bouncer
 // vendor capabilities are never offered. Every line a client receives
 // carries only the tags its capabilities allow. otrbnc answers labels
 // itself for what it handles (private messages, whatever their number of
