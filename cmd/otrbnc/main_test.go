@@ -65,6 +65,23 @@ func TestHashPasswordAndUnknownSubcommand(t *testing.T) {
 	}
 }
 
+// TestVersion checks "otrbnc version" and its --version spelling: the
+// version proxy.Options gets (and "/msg *otr version" shows, see
+// TestSighupReload).
+func TestVersion(t *testing.T) {
+	want := "otrbnc " + versionString() + " ("
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		out := mustRun(t, args...)
+		if !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 1 {
+			t.Errorf("otrbnc %s = %q, want one line starting with %q", args[0], out, want)
+		}
+	}
+	wantErr(t, []string{"version", "extra"}, "unexpected arguments")
+	if h := mustRun(t, "help"); !strings.Contains(h, "\n  version ") {
+		t.Errorf("otrbnc help does not list version:\n%s", h)
+	}
+}
+
 func TestRunServesAndShutsDown(t *testing.T) {
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
