@@ -103,7 +103,8 @@ func otrCommands() []serviceCommand {
 		},
 		{
 			name: "set", usage: "set [name] [value|unset]",
-			help:     "show or change a setting (listed below)",
+			help:     "show or change a setting: " + strings.Join(settingNames(), ", "),
+			details:  "Without arguments, lists every setting with its value and whether it was set here. help set (or the Settings section of docs/commands.md) explains each one. unset returns a setting to the configuration file's value (or the default).",
 			examples: []string{"set", "set notify notice", "set marker [CLEAR]", "set fragment_size unset"},
 			maxArgs:  -1, run: cmdSet,
 		},

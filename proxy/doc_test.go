@@ -44,6 +44,24 @@ func TestCommandsDoc(t *testing.T) {
 	}
 }
 
+// TestSetHelpNamesSettings checks that the command list names every
+// setting in the set row (it once promised a list "below" that help never
+// showed).
+func TestSetHelpNamesSettings(t *testing.T) {
+	set, err := lookupCommand(serviceCommands(), "set")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settingsTable {
+		if !strings.Contains(set.help, s.name) {
+			t.Errorf("the help line of set does not name the setting %s: %q", s.name, set.help)
+		}
+	}
+	if strings.Contains(set.help+set.details, "below") {
+		t.Errorf("help output has no \"below\": %q", set.help)
+	}
+}
+
 // TestCommandTable checks the table itself: every command has usage,
 // help and an example that the dispatcher accepts, and no name or alias
 // is used twice.
