@@ -176,4 +176,13 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
 		t.Errorf("state directory not created: %v", err)
 	}
+	// The key generated at this first start is in the log with its
+	// fingerprint (journalctl -u otrbnc shows it), at level INFO.
+	own := regexp.MustCompile(`our fingerprint: ([0-9A-F ]{44})`).FindStringSubmatch(mustRun(t, "fingerprints", "-config", path))
+	if own == nil {
+		t.Fatal("otrbnc fingerprints shows no fingerprint of our own")
+	}
+	if want := fmt.Sprintf("level=INFO msg=\"OTR key ready\" network=t fingerprint=\"%s\"", own[1]); !strings.Contains(errb.String(), want) {
+		t.Errorf("the log does not show %s:\n%s", want, errb.String())
+	}
 }
