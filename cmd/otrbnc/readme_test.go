@@ -244,7 +244,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	select {
 	case err := <-exited:
 		exited <- err // for the cleanup
-		if log := out.String(); !strings.Contains(log, "shutting down") || strings.Contains(log, "level=ERROR") {
+		if log := out.String(); !strings.Contains(log, "shutting down") || strings.Contains(log, "level=ERROR") || strings.Contains(log, "upstream disconnected") {
 			t.Errorf("otrbnc did not stop cleanly on Ctrl-C (%v):\n%s", err, log)
 		}
 	case <-time.After(testTimeout):
