@@ -62,6 +62,20 @@ func TestSetHelpNamesSettings(t *testing.T) {
 	}
 }
 
+// TestStatusHelpExplainsSessionID checks that help status tells which half
+// of the session id to read aloud.
+func TestStatusHelpExplainsSessionID(t *testing.T) {
+	status, err := lookupCommand(serviceCommands(), "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"session id", "[e5f6a7b8]", "half in brackets aloud"} {
+		if !strings.Contains(status.details, want) {
+			t.Errorf("help status does not say %q: %q", want, status.details)
+		}
+	}
+}
+
 // TestCommandTable checks the table itself: every command has usage,
 // help and an example that the dispatcher accepts, and no name or alias
 // is used twice.
