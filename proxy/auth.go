@@ -89,6 +89,13 @@ func (s *Server) registerDownstream(ctx context.Context, dc *downstream) (string
 		}
 		user := reg.user
 		if !reg.saslOK {
+			if reg.pass == "" {
+				// Nothing was guessed (failed SASL attempts were already
+				// slowed down): say what is missing, without the delay.
+				reply("464", target(), "Password required")
+				reply("ERROR", "Closing link: password required (set your client's server password to otrbnc's client password, or log in with SASL PLAIN)")
+				return "", errors.New("no password")
+			}
 			if !s.checkPassword(reg.pass) {
 				s.authFailDelay(ctx)
 				reply("464", target(), "Password incorrect")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"otrbnc/proxy/config"
 
@@ -26,21 +27,39 @@ func startLonelyProxy(t *testing.T) *proxyEnv {
 	return startProxy(t, cfg, Options{})
 }
 
+// TestClientBadPassword checks that a wrong password and a missing one are
+// refused, each with its own reason, and that a wrong one is slowed down.
 func TestClientBadPassword(t *testing.T) {
 	t.Parallel()
-	env := startLonelyProxy(t)
-	for _, pass := range []string{"PASS :wrong", ""} {
+	const delay = 300 * time.Millisecond
+	env := startProxy(t, testConfig("127.0.0.1:1"), Options{AuthFailDelay: delay})
+	for _, tc := range []struct {
+		pass, reason string
+		delayed      bool
+	}{
+		{"PASS :wrong", "Password incorrect", true},
+		{"", "Password required", false},
+		{"PASS :", "Password required", false},
+	} {
 		c := dialTest(t, env.addr)
-		if pass != "" {
-			c.send(pass)
+		start := time.Now()
+		if tc.pass != "" {
+			c.send(tc.pass)
 		}
 		c.send("NICK x", "USER x 0 * :x")
-		c.expect("464", isCmd("464"))
-		c.expect("ERROR", isCmd("ERROR"))
+		if m := c.expect("464", isCmd("464")); m.Trailing() != tc.reason {
+			t.Errorf("%q: 464 says %q, want %q", tc.pass, m.Trailing(), tc.reason)
+		}
+		if m := c.expect("ERROR", isCmd("ERROR")); !strings.Contains(m.Trailing(), strings.ToLower(tc.reason)) {
+			t.Errorf("%q: ERROR says %q, want %q", tc.pass, m.Trailing(), strings.ToLower(tc.reason))
+		}
+		if tc.delayed && time.Since(start) < delay {
+			t.Errorf("%q: refused after %v, before the %v delay", tc.pass, time.Since(start), delay)
+		}
 		c.expectClosed()
 		for _, l := range c.seenLines() {
 			if strings.Contains(l, " 001 ") {
-				t.Errorf("got access with %q: %s", pass, l)
+				t.Errorf("got access with %q: %s", tc.pass, l)
 			}
 		}
 	}

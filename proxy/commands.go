@@ -33,7 +33,7 @@ func otrCommands() []serviceCommand {
 		{
 			name: "status", aliases: []string{"info"}, usage: "status [nick]",
 			help:     "show the network and its private conversations, or one peer in detail",
-			details:  "With a nick: state, protocol version, policy and where it comes from, fingerprint and session id, identity verification in progress, queued messages, instances.",
+			details:  "With a nick: state, protocol version, policy and where it comes from, fingerprint and session id, identity verification in progress, queued messages, instances. The session id (a1b2c3d4 [e5f6a7b8]) is the same on both sides, but your peer's program marks the other half: read your half in brackets aloud to your peer, and check that the half they read to you is your other half. If both match, nobody is in the middle of this session.",
 			examples: []string{"status", "status bob"}, maxArgs: 1, run: cmdStatus,
 		},
 		{
@@ -103,7 +103,8 @@ func otrCommands() []serviceCommand {
 		},
 		{
 			name: "set", usage: "set [name] [value|unset]",
-			help:     "show or change a setting (listed below)",
+			help:     "show or change a setting: " + strings.Join(settingNames(), ", "),
+			details:  "Without arguments, lists every setting with its value and whether it was set here. help set (or the Settings section of docs/commands.md) explains each one. unset returns a setting to the configuration file's value (or the default).",
 			examples: []string{"set", "set notify notice", "set marker [CLEAR]", "set fragment_size unset"},
 			maxArgs:  -1, run: cmdSet,
 		},

@@ -299,7 +299,7 @@ func (n *network) installKey(key *otrcore.PrivateKey, err error) {
 	n.otr.id = id
 	n.otr.acct = &otrcore.Account{Key: id.Key, InstanceTag: id.InstanceTag, Trust: id.Trust}
 	n.otr.peers = map[string]*otrPeer{}
-	n.logger.Info("OTR key replaced")
+	n.logger.Info("OTR key replaced", "fingerprint", key.Fingerprint().String())
 	n.tellClients(fmt.Sprintf("new key for %s ready: your fingerprint is now %s. Peers must verify you again.", n.cfg.Name, key.Fingerprint()))
 }
 

@@ -44,6 +44,38 @@ func TestCommandsDoc(t *testing.T) {
 	}
 }
 
+// TestSetHelpNamesSettings checks that the command list names every
+// setting in the set row (it once promised a list "below" that help never
+// showed).
+func TestSetHelpNamesSettings(t *testing.T) {
+	set, err := lookupCommand(serviceCommands(), "set")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settingsTable {
+		if !strings.Contains(set.help, s.name) {
+			t.Errorf("the help line of set does not name the setting %s: %q", s.name, set.help)
+		}
+	}
+	if strings.Contains(set.help+set.details, "below") {
+		t.Errorf("help output has no \"below\": %q", set.help)
+	}
+}
+
+// TestStatusHelpExplainsSessionID checks that help status tells which half
+// of the session id to read aloud.
+func TestStatusHelpExplainsSessionID(t *testing.T) {
+	status, err := lookupCommand(serviceCommands(), "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"session id", "[e5f6a7b8]", "half in brackets aloud"} {
+		if !strings.Contains(status.details, want) {
+			t.Errorf("help status does not say %q: %q", want, status.details)
+		}
+	}
+}
+
 // TestCommandTable checks the table itself: every command has usage,
 // help and an example that the dispatcher accepts, and no name or alias
 // is used twice.

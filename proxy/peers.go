@@ -108,6 +108,9 @@ func newOTRState(n *network) (*otrState, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The log is where an administrator first sees the key (generated
+	// just now the first time): peers verify this fingerprint.
+	n.logger.Info("OTR key ready", "fingerprint", id.Key.Fingerprint().String())
 	pol, err := otrcore.ParsePolicy(n.cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)

@@ -31,6 +31,7 @@ func TestServiceCommands(t *testing.T) {
 	cmd(c, `auth bob "open`, "unterminated quote")
 	cmd(c, " ", "help")
 	cmd(c, "HELP", "commands (any unique prefix")
+	cmd(c, "help", "set [name] [value|unset] — show or change a setting: client_tags, fragment_size, marker, notify, whitespace_tags")
 	cmd(c, "help trust", "usage: trust <nick> [fingerprint]")
 	cmd(c, "help tru", "example: /msg *otr trust bob")
 	cmd(c, "help nope", "unknown command")

@@ -286,6 +286,15 @@ var settingsTable = []setting{
 	},
 }
 
+// settingNames lists the names of settingsTable, in its order.
+func settingNames() []string {
+	names := make([]string, len(settingsTable))
+	for i, s := range settingsTable {
+		names[i] = s.name
+	}
+	return names
+}
+
 // lookupSetting finds a setting by exact name.
 func lookupSetting(name string) *setting {
 	for i := range settingsTable {

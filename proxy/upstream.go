@@ -17,7 +17,9 @@ const (
 // upstreamLoop is the upstream's reader goroutine, the twin of
 // downstreamLoop: it dials and registers (dial.go), posts every message
 // read to the owner goroutine (handleUpstream), and reconnects with
-// exponential backoff and jitter. It never touches owned state.
+// exponential backoff and jitter. It never touches owned state. ctx ends
+// the connection; n.ctx, which run sets before starting it, ends first
+// when otrbnc stops, so that the shutdown is not taken for a disconnect.
 func (n *network) upstreamLoop(ctx context.Context) {
 	bo := newBackoff(n.cfg.ReconnectMin.Duration, n.cfg.ReconnectMax.Duration)
 	sleep := func(d time.Duration) bool {
@@ -61,11 +63,15 @@ func (n *network) upstreamLoop(ctx context.Context) {
 			if !n.post(ctx, evUpstreamMsg{uc: uc, m: m}) {
 				// Shutting down: the owner flushes and closes uc.
 				<-uc.Done()
+				n.logger.Info("upstream closed: otrbnc is shutting down")
 				return
 			}
 		}
 		uc.Close()
-		if ctx.Err() != nil {
+		// The owner's shutdown closes uc before it cancels ctx; n.ctx, set
+		// before this goroutine started, already ended then.
+		if ctx.Err() != nil || n.ctx.Err() != nil {
+			n.logger.Info("upstream closed: otrbnc is shutting down")
 			return
 		}
 		if time.Since(start) > time.Minute {

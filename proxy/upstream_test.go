@@ -11,9 +11,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
+	"log/slog"
 	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,5 +331,86 @@ func TestBackoff(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > time.Second+time.Second/4 {
 		t.Errorf("after reset: %v", d)
+	}
+}
+
+// logBuffer collects log output from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestShutdownIsNotADisconnect checks that an orderly shutdown, which
+// closes the upstream connection itself, is not logged as a lost
+// connection to be retried. It drives upstreamLoop the way run does: the
+// network's context ends, shutdown closes the connection, and only then
+// is the connector's context cancelled.
+func TestShutdownIsNotADisconnect(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeServer(t, nil)
+	cfg := testConfig(addr)
+	if err := cfg.ApplyDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuffer
+	srv, err := NewServer(cfg, Options{Identities: testIdentities(t, cfg), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := srv.networks[0]
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	n.ctx = stopping // as run sets it
+	connCtx, cancelConn := context.WithCancel(context.Background())
+	defer cancelConn()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.upstreamLoop(connCtx)
+	}()
+	fn := &fakeNet{t: t, s: nextConn(t, conns), peers: map[string]*fakePeer{}, other: make(chan *irc.Message, 100)}
+	go fn.serve()
+	var uc *ircConn
+	for timeout := time.After(testTimeout); uc == nil; {
+		select {
+		case ev := <-n.events:
+			if up, ok := ev.(evUpstreamUp); ok {
+				uc = up.uc
+			}
+		case <-timeout:
+			t.Fatal("the upstream never registered")
+		}
+	}
+
+	stop()
+	uc.Send("QUIT :otrbnc shutting down")
+	uc.Shutdown(time.Second)
+	waitFor := time.Now().Add(testTimeout)
+	for !strings.Contains(logs.String(), "upstream closed") && !strings.Contains(logs.String(), "upstream disconnected") {
+		if time.Now().After(waitFor) {
+			t.Fatalf("nothing logged about the closed upstream:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancelConn()
+	<-done
+	out := logs.String()
+	if strings.Contains(out, "upstream disconnected") || strings.Contains(out, "retry_in") {
+		t.Errorf("shutdown logged as a disconnect:\n%s", out)
+	}
+	if !strings.Contains(out, `level=INFO msg="upstream closed: otrbnc is shutting down"`) {
+		t.Errorf("the closed upstream is not logged as part of the shutdown:\n%s", out)
 	}
 }

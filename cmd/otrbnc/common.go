@@ -63,7 +63,8 @@ func loadConfig(path string) (*loadedConfig, error) {
 			return nil, err
 		}
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no configuration at %s: run \"otrbnc\" once to create one, or give -config PATH (the systemd service uses -config %s)", p, systemdConfig)
+			again, _ := runAgain()
+			return nil, fmt.Errorf("no configuration at %s: run %q once to create one, or give -config PATH (the systemd service uses -config %s)", p, again, systemdConfig)
 		}
 		path = p
 	}

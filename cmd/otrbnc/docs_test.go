@@ -289,3 +289,74 @@ func TestDeployConfig(t *testing.T) {
 		t.Errorf("state_dir %q, passphrase_file %q: they must match StateDirectory= and LoadCredential= of the unit", cfg.StateDir, cfg.PassphraseFile)
 	}
 }
+
+// docSection returns the section of a Markdown document under the heading
+// line heading (such as "## Trust: is it really bob?"), up to the next
+// heading of the same or a higher level, with backslash-continued lines
+// joined.
+func docSection(t *testing.T, doc, heading string) string {
+	t.Helper()
+	level := strings.Index(heading, " ")
+	start := strings.Index(doc, "\n"+heading+"\n")
+	if start < 0 {
+		t.Errorf("no heading %q", heading)
+		return ""
+	}
+	rest := doc[start+len(heading)+2:]
+	for i, line := range strings.SplitAfter(rest, "\n") {
+		if n := len(line) - len(strings.TrimLeft(line, "#")); n > 0 && n <= level && strings.HasPrefix(line[n:], " ") {
+			rest = strings.Join(strings.SplitAfter(rest, "\n")[:i], "")
+			break
+		}
+	}
+	return regexp.MustCompile(`\\\n\s*`).ReplaceAllString(rest, "")
+}
+
+// TestDocsForNewUsers checks that the README and the user guide say what
+// new users of WeeChat 3.8, irssi 1.4 and HexChat tripped over: where each
+// point is explained, the section has to say it.
+func TestDocsForNewUsers(t *testing.T) {
+	readme := readRepoFile(t, "README.md")
+	guide := readRepoFile(t, "docs/user-guide.md")
+	for _, c := range []struct {
+		doc, file, heading string
+		want               []string // regular expressions
+		not                []string
+	}{
+		// WeeChat 3.8 (Debian 12) ignores -notls/-tls: its spelling first.
+		{readme, "README.md", "## Connect your IRC client",
+			[]string{`(?m)^/server add otrbnc 127\.0\.0\.1/6667 -nossl -password=`, "`-ssl_fingerprint=", "WeeChat 4\\.0 and later[^.]*`-notls`"},
+			[]string{"/server add otrbnc 127.0.0.1/6667 -notls"}},
+		// Debian's irssi autoloads its OTR module.
+		{readme, "README.md", "## Connect your IRC client",
+			[]string{`(?m)^/unload otr$`, `(?m)^/set autoload_modules perl$`, `(?m)^/save$`}, nil},
+		{guide, "docs/user-guide.md", "### irssi's own OTR module",
+			[]string{"irssi-plugin-otr", "`perl otr`", `(?m)^/unload otr$`, `(?m)^/set autoload_modules perl$`, `(?m)^/save$`, "~/.irssi/startup"}, nil},
+		// After a first run, import-libotr needs -replace-key.
+		{readme, "README.md", "## Your first private conversation",
+			[]string{`(?m)^otrbnc import-libotr -key \S+ -fingerprints \S+ .*-replace-key$`, "irssi's OTR module[^.]*`/otr auth \"the secret\"`"}, nil},
+		{guide, "docs/user-guide.md", "## Moving from another OTR program",
+			[]string{`(?m)^otrbnc import-libotr -key \S+ -fingerprints \S+ .*-replace-key$`, "`-replace-key` is needed once otrbnc has started"}, nil},
+		// irssi takes one word of an unquoted SMP secret.
+		{guide, "docs/user-guide.md", "## Trust: is it really bob?",
+			[]string{"`/otr auth \"the name of our first cat\"`", "irssi uses only"}, nil},
+		// Which half of the session id to read aloud.
+		{guide, "docs/user-guide.md", "## Trust: is it really bob?",
+			[]string{"session id", "`a1b2c3d4 \\[e5f6a7b8\\]`", "half in brackets is the one \\*\\*you read aloud\\*\\*"}, nil},
+		// A client without a password.
+		{guide, "docs/user-guide.md", "## Troubleshooting",
+			[]string{"`Password required`", "`Password incorrect`"}, nil},
+	} {
+		sec := docSection(t, c.doc, c.heading)
+		for _, w := range c.want {
+			if !regexp.MustCompile(w).MatchString(sec) {
+				t.Errorf("%s, %q: nothing matches %s", c.file, c.heading, w)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(sec, n) {
+				t.Errorf("%s, %q: still says %q", c.file, c.heading, n)
+			}
+		}
+	}
+}

@@ -35,14 +35,16 @@ Where the files usually are:
   znc-otr   <znc>/users/U/networks/N/moddata/otr/otr.key and otr.fp
 
 A libotr file can hold several accounts (name and protocol, for example
-"alice@irc.libera.chat" and "IRC"). With -list, the accounts are listed and
+"liberachat" and "IRC" in irssi 1.2 and later, which names accounts after
+its server tags, or "alice@irc.libera.chat" and "prpl-irc" in Pidgin). With -list, the accounts are listed and
 nothing is imported; when the files hold more than one, choose with -from
 (and -protocol if a name appears with two protocols). -account chooses the
 otrbnc network (default: the only one configured).
 
-If the network already has a different key of its own, the import stops
-unless -replace-key is given: peers who verified the old key will have to
-verify the new one. Leave out -key to import only fingerprints.
+If the network already has a different key of its own (otrbnc generates
+one when it first runs), the import stops unless -replace-key is given:
+peers who verified the old key will have to verify the new one. Leave out
+-key to import only fingerprints.
 
 Nicks are case-folded like the network does (-casemapping, default rfc1459)
 so that they match what otrbnc sees.
@@ -53,7 +55,7 @@ first (systemctl stop otrbnc, or Ctrl-C), import, then start it again.
 Examples:
   otrbnc import-libotr -list -key ~/.irssi/otr/otr.key -fingerprints ~/.irssi/otr/otr.fp
   otrbnc import-libotr -key ~/.irssi/otr/otr.key -fingerprints ~/.irssi/otr/otr.fp \
-      -from alice@irc.libera.chat -account libera
+      -from liberachat -account libera -replace-key
   otrbnc import-libotr -fingerprints ~/.purple/otr.fingerprints -from alice@irc.libera.chat -protocol prpl-irc
 `,
 	setup: func(fs *flag.FlagSet) runFunc {

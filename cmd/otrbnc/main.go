@@ -10,6 +10,7 @@
 //	otrbnc import-libotr -key F -fingerprints F [-account NET] [-from NAME]
 //	otrbnc export-libotr -key F -fingerprints F [-account NET]
 //	otrbnc hash-password                 read a password, print its bcrypt hash
+//	otrbnc version                       print the version (also: otrbnc --version)
 //	otrbnc help [SUBCOMMAND]             list subcommands, or explain one
 //
 // Every subcommand takes -h for its usage and examples.
@@ -74,6 +75,7 @@ func subcommands() []subcommand {
 		importLibotrCommand,
 		exportLibotrCommand,
 		hashPasswordCommand,
+		versionCommand,
 	}
 }
 
@@ -94,6 +96,9 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		printOverview(stdout)
 		return nil
+	}
+	if len(args) == 1 && (args[0] == "-version" || args[0] == "--version") {
+		args = []string{"version"}
 	}
 	name := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -159,7 +164,7 @@ Documentation: README.md and docs/ in the source tree.
 
 // printHelp prints a subcommand's usage, description and flags.
 func printHelp(w io.Writer, c *subcommand) {
-	fmt.Fprintf(w, "usage: otrbnc %s %s\n\n%s\n", c.name, c.synopsis, strings.TrimSpace(c.help))
+	fmt.Fprintf(w, "%s\n\n%s\n", strings.TrimSpace("usage: otrbnc "+c.name+" "+c.synopsis), strings.TrimSpace(c.help))
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.setup(fs)
 	n := 0

@@ -46,6 +46,54 @@ func TestFirstRunWritesDefaultConfig(t *testing.T) {
 	if !strings.Contains(out.String(), "127.0.0.1 port 6667") {
 		t.Errorf("no connection instructions:\n%s", out.String())
 	}
+	// The next command is the one the user ran, without -config: the
+	// default path is where otrbnc looks anyway.
+	again, _ := runAgain()
+	if !strings.Contains(out.String(), "Run otrbnc again: "+again+"\n") || strings.Contains(out.String(), " -config") {
+		t.Errorf("the first run does not say to run %q again, or mentions -config:\n%s", again, out.String())
+	}
+}
+
+// TestSelfCommand checks how the first run tells the user to start otrbnc
+// again: as they started it (go run, a path, or PATH), with a PATH hint
+// when a Go bin directory is not in PATH.
+func TestSelfCommand(t *testing.T) {
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "cmd", "otrbnc"), 0o755)
+	env := map[string]string{"HOME": "/home/u", "PATH": "/usr/local/go/bin:/usr/bin:/bin:/home/u/bin"}
+	getenv := func(k string) string { return env[k] }
+	for _, c := range []struct {
+		argv0, cwd, cmd, hint string
+	}{
+		// go run: a temporary directory, or (Go 1.24 and later) the build cache.
+		{"/tmp/go-build3301/b001/exe/otrbnc", src, "go run ./cmd/otrbnc", "go install ./cmd/otrbnc"},
+		{"/home/u/.cache/go-build/0b/0b9485bdcaa95a2c1c2234566689bc6f38e93227e58ea9ea4d5a979ef500964a-d/otrbnc", src, "go run ./cmd/otrbnc", "$(go env GOPATH)/bin"},
+		{"/tmp/go-build3301/b001/exe/otrbnc", filepath.Join(src, "cmd", "otrbnc"), "go run .", "PATH"},
+		// Found in PATH.
+		{"otrbnc", src, "otrbnc", ""},
+		{"/usr/bin/otrbnc", src, "otrbnc", ""},
+		{"../../home/u/bin/otrbnc", "/usr/lib", "otrbnc", ""},
+		// A path outside PATH: as typed, with a hint for Go's bin directory.
+		{"./otrbnc", src, "./otrbnc", ""},
+		{"/home/u/go/bin/otrbnc", src, "/home/u/go/bin/otrbnc", `export PATH="$PATH:/home/u/go/bin"`},
+		{"bin/otrbnc", "/home/u/go", "bin/otrbnc", "/home/u/go/bin is not in your PATH"},
+		// A test binary is not go run.
+		{"/tmp/go-build3301/b001/otrbnc.test", src, "/tmp/go-build3301/b001/otrbnc.test", ""},
+	} {
+		cmd, hint := selfCommand(c.argv0, c.cwd, getenv)
+		if cmd != c.cmd || (c.hint == "") != (hint == "") || !strings.Contains(hint, c.hint) {
+			t.Errorf("selfCommand(%q, %q) = %q, %q; want %q and a hint with %q", c.argv0, c.cwd, cmd, hint, c.cmd, c.hint)
+		}
+	}
+	env["GOPATH"], env["GOBIN"] = "/opt/go", "/opt/gobin"
+	for _, dir := range []string{"/opt/go/bin", "/opt/gobin"} {
+		if _, hint := selfCommand(dir+"/otrbnc", src, getenv); !strings.Contains(hint, dir) {
+			t.Errorf("no PATH hint for %s: %q", dir, hint)
+		}
+	}
+	if _, hint := selfCommand("/home/u/go/bin/otrbnc", src, getenv); hint != "" {
+		t.Errorf("with GOPATH set, ~/go/bin is not Go's: %q", hint)
+	}
 }
 
 func TestHashPasswordAndUnknownSubcommand(t *testing.T) {
@@ -62,6 +110,23 @@ func TestHashPasswordAndUnknownSubcommand(t *testing.T) {
 	out.Reset()
 	if err := dispatch(context.Background(), []string{"help"}, nil, &out, &errb); err != nil || !strings.Contains(out.String(), "hash-password") {
 		t.Errorf("help: %v %q", err, out.String())
+	}
+}
+
+// TestVersion checks "otrbnc version" and its --version spelling: the
+// version proxy.Options gets (and "/msg *otr version" shows, see
+// TestSighupReload).
+func TestVersion(t *testing.T) {
+	want := "otrbnc " + versionString() + " ("
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		out := mustRun(t, args...)
+		if !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 1 {
+			t.Errorf("otrbnc %s = %q, want one line starting with %q", args[0], out, want)
+		}
+	}
+	wantErr(t, []string{"version", "extra"}, "unexpected arguments")
+	if h := mustRun(t, "help"); !strings.Contains(h, "\n  version ") {
+		t.Errorf("otrbnc help does not list version:\n%s", h)
 	}
 }
 
@@ -110,5 +175,14 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
 		t.Errorf("state directory not created: %v", err)
+	}
+	// The key generated at this first start is in the log with its
+	// fingerprint (journalctl -u otrbnc shows it), at level INFO.
+	own := regexp.MustCompile(`our fingerprint: ([0-9A-F ]{44})`).FindStringSubmatch(mustRun(t, "fingerprints", "-config", path))
+	if own == nil {
+		t.Fatal("otrbnc fingerprints shows no fingerprint of our own")
+	}
+	if want := fmt.Sprintf("level=INFO msg=\"OTR key ready\" network=t fingerprint=\"%s\"", own[1]); !strings.Contains(errb.String(), want) {
+		t.Errorf("the log does not show %s:\n%s", want, errb.String())
 	}
 }

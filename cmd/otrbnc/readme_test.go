@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -69,22 +70,28 @@ func fakeEditor(spec string, args []string) error {
 }
 
 // quickStartCommands returns the commands of the README's quick-start
-// block: the first ```sh block after the comment that names this test.
+// block.
 func quickStartCommands(t *testing.T, readme string) []string {
+	return readmeBlock(t, readme, "cmd/otrbnc/readme_test.go runs the commands")
+}
+
+// readmeBlock returns the commands of the first ```sh block after marker
+// in the README, one per line, without comment lines.
+func readmeBlock(t *testing.T, readme, marker string) []string {
 	t.Helper()
-	marker := strings.Index(readme, "cmd/otrbnc/readme_test.go runs the commands")
-	if marker < 0 {
-		t.Fatal("README.md: the quick-start marker comment is gone")
+	at := strings.Index(readme, marker)
+	if at < 0 {
+		t.Fatalf("README.md: the marker comment %q is gone", marker)
 	}
-	rest := readme[marker:]
+	rest := readme[at:]
 	start := strings.Index(rest, "```sh\n")
 	if start < 0 {
-		t.Fatal("README.md: no ```sh block after the quick-start marker")
+		t.Fatalf("README.md: no ```sh block after %q", marker)
 	}
 	rest = rest[start+len("```sh\n"):]
 	end := strings.Index(rest, "```")
 	if end < 0 {
-		t.Fatal("README.md: unterminated quick-start block")
+		t.Fatalf("README.md: unterminated block after %q", marker)
 	}
 	var cmds []string
 	for _, line := range strings.Split(rest[:end], "\n") {
@@ -172,6 +179,12 @@ func TestReadmeQuickStart(t *testing.T) {
 	if pw == nil {
 		t.Fatalf("the first run printed no password:\n%s", firstOut)
 	}
+	// It tells how to go on in the user's terms: the README's own command,
+	// not a binary that go run left in its cache, nor -config.
+	last, _, _ := strings.Cut(cmds[len(cmds)-1], " #")
+	if again := "Run otrbnc again: " + strings.TrimSpace(last) + "\n"; !strings.Contains(firstOut, again) || strings.Contains(firstOut, " -config") {
+		t.Errorf("the first run does not say %q, or mentions -config:\n%s", again, firstOut)
+	}
 
 	// The last one runs otrbnc until interrupted.
 	var out syncBuffer
@@ -231,11 +244,52 @@ func TestReadmeQuickStart(t *testing.T) {
 	select {
 	case err := <-exited:
 		exited <- err // for the cleanup
-		if log := out.String(); !strings.Contains(log, "shutting down") || strings.Contains(log, "level=ERROR") {
+		if log := out.String(); !strings.Contains(log, "shutting down") || strings.Contains(log, "level=ERROR") || strings.Contains(log, "upstream disconnected") {
 			t.Errorf("otrbnc did not stop cleanly on Ctrl-C (%v):\n%s", err, log)
 		}
 	case <-time.After(testTimeout):
 		t.Errorf("otrbnc did not stop on Ctrl-C:\n%s", out.String())
+	}
+}
+
+// TestReadmeInstall runs the README's "go install" block in a fresh HOME,
+// with GOPATH and GOBIN unset as on a new machine and a PATH without Go's
+// bin directory: the block alone must make "otrbnc" a command the shell
+// finds.
+func TestReadmeInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds otrbnc with go install")
+	}
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("go command not available: %v", err)
+	}
+	cmds := readmeBlock(t, readRepoFile(t, "README.md"), "cmd/otrbnc/readme_test.go runs this block as one shell script")
+	home := t.TempDir()
+	env := []string{
+		"HOME=" + home,
+		"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin",
+		"GOENV=off", // no go env -w settings of this machine
+	}
+	// Share the build and module caches (a fresh HOME would download and
+	// build everything), and the flags this test run uses.
+	env = append(env, goEnv(t, "GOCACHE", "GOMODCACHE", "GOFLAGS", "GOTOOLCHAIN", "GOPROXY")...)
+	script := strings.Join(cmds, "\n") + "\ncommand -v otrbnc\n"
+	c := exec.Command("sh", "-e", "-c", script)
+	c.Dir = repoRoot(t)
+	c.Env = env
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := runBounded(c, 3*time.Minute)
+	if err != nil {
+		t.Fatalf("the README's install block failed: %v\n%s", err, out)
+	}
+	installed := filepath.Join(home, "go", "bin", "otrbnc")
+	if !strings.HasSuffix(strings.TrimSpace(out), installed) {
+		t.Errorf("the shell does not find %s after the install block:\n%s", installed, out)
+	}
+	if !regexp.MustCompile(`(?m)^otrbnc \S+ \(OTR protocol versions`).MatchString(out) {
+		t.Errorf("otrbnc version printed no version:\n%s", out)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 
 	"otrbnc/proxy"
@@ -69,7 +71,8 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 			return err
 		}
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			return firstRun(p, sio.out)
+			again, hint := runAgain()
+			return firstRun(p, again, hint, sio.out)
 		}
 		configPath = p
 	}
@@ -136,8 +139,10 @@ func reload(path string, srv *proxy.Server, level *slog.LevelVar, logger *slog.L
 	logger.Info("configuration reloaded", "needs_restart", len(restart))
 }
 
-// firstRun writes a default configuration with a new password.
-func firstRun(path string, stdout io.Writer) error {
+// firstRun writes a default configuration with a new password. again is
+// the command that runs otrbnc again (see selfCommand), hint an optional
+// note on it.
+func firstRun(path, again, hint string, stdout io.Writer) error {
 	pw, err := config.GeneratePassword()
 	if err != nil {
 		return err
@@ -161,6 +166,9 @@ func firstRun(path string, stdout io.Writer) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing the default configuration: %w", err)
 	}
+	if hint != "" {
+		hint = "\n     " + strings.ReplaceAll(hint, "\n", "\n     ")
+	}
 	fmt.Fprintf(stdout, `otrbnc: wrote a default configuration to %s
 
 Your client password (shown only this once; only its hash is stored):
@@ -168,12 +176,77 @@ Your client password (shown only this once; only its hash is stored):
     %s
 
 Next steps:
-  1. Edit the [[network]] section (address, nick, channels, policy).
-  2. Run otrbnc again: otrbnc -config %s
+  1. Edit the [[network]] section (address, nick, channels, policy);
+     check your edit with: %s check-config
+  2. Run otrbnc again: %s%s
   3. Point your IRC client at 127.0.0.1 port 6667, no TLS, with the
      password above as the server password (or SASL PLAIN). Use the
      network's name as your username to choose a network.
   4. In your client: /msg *otr help
-`, path, pw, path)
+`, path, pw, again, again, hint)
 	return nil
+}
+
+// goInstallHint says where "go install" puts otrbnc and how to find it
+// there.
+const goInstallHint = `(or install it: "go install ./cmd/otrbnc" puts otrbnc in
+$(go env GOPATH)/bin, usually ~/go/bin, or in $GOBIN if set; add
+export PATH="$PATH:$(go env GOPATH)/bin" to ~/.profile to type just otrbnc)`
+
+// hexDashD matches the directory the Go build cache keeps a "go run"
+// executable in: a hash followed by "-d".
+var hexDashD = regexp.MustCompile(`^[0-9a-f]{32,}-d$`)
+
+// selfCommand returns the command that starts this otrbnc again the way
+// the user started it, given os.Args[0], the working directory and the
+// environment (getenv), and a hint when plain "otrbnc" would not be found.
+func selfCommand(argv0, cwd string, getenv func(string) string) (cmd, hint string) {
+	dir := filepath.Dir(argv0)
+	goBuild := false
+	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
+		goBuild = goBuild || strings.HasPrefix(filepath.Base(d), "go-build")
+	}
+	if (filepath.Base(dir) == "exe" && goBuild) || hexDashD.MatchString(filepath.Base(dir)) {
+		// "go run" builds into a temporary directory or the build cache.
+		pkg := "./cmd/otrbnc"
+		if _, err := os.Stat(filepath.Join(cwd, "cmd", "otrbnc")); err != nil &&
+			filepath.Base(cwd) == "otrbnc" && filepath.Base(filepath.Dir(cwd)) == "cmd" {
+			pkg = "."
+		}
+		return "go run " + pkg, goInstallHint
+	}
+	if !strings.ContainsRune(argv0, filepath.Separator) {
+		return argv0, "" // found in PATH
+	}
+	abs := argv0
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(cwd, abs)
+	}
+	dir = filepath.Clean(filepath.Dir(abs))
+	for _, p := range filepath.SplitList(getenv("PATH")) {
+		if p != "" && filepath.Clean(p) == dir {
+			return filepath.Base(argv0), ""
+		}
+	}
+	goBins := []string{getenv("GOBIN")}
+	if gp := getenv("GOPATH"); gp != "" {
+		for _, p := range filepath.SplitList(gp) {
+			goBins = append(goBins, filepath.Join(p, "bin"))
+		}
+	} else if home := getenv("HOME"); home != "" {
+		goBins = append(goBins, filepath.Join(home, "go", "bin"))
+	}
+	for _, b := range goBins {
+		if b != "" && filepath.Clean(b) == dir {
+			return argv0, fmt.Sprintf(`(%s is not in your PATH; add
+export PATH="$PATH:%s" to ~/.profile to type just otrbnc)`, dir, dir)
+		}
+	}
+	return argv0, ""
+}
+
+// runAgain is selfCommand for this process.
+func runAgain() (cmd, hint string) {
+	cwd, _ := os.Getwd()
+	return selfCommand(os.Args[0], cwd, os.Getenv)
 }

@@ -54,6 +54,9 @@ func TestSighupReload(t *testing.T) {
 	login(t, listen, "old pw", "me3", "t").expect(" 464 ")
 	first.send("PRIVMSG *otr :policy")
 	first.expect(":*otr!", "opportunistic")
+	// "otrbnc version" and "/msg *otr version" show the same version.
+	first.send("PRIVMSG *otr :version")
+	first.expect(":*otr!", "otrbnc "+versionString()+":")
 	if !strings.Contains(logs.String(), "debug logging is on") {
 		t.Errorf("log_level debug not applied:\n%s", logs.String())
 	}

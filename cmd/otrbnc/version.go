@@ -1,6 +1,36 @@
 package main
 
-import "runtime/debug"
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
+
+var versionCommand = subcommand{
+	name:     "version",
+	synopsis: "",
+	summary:  "print otrbnc's version",
+	help: `
+Prints otrbnc's version, the same one "/msg *otr version" shows in your IRC
+client, with the OTR protocol versions it speaks and the Go version it was
+built with. Include it when you report a problem.
+
+Examples:
+  otrbnc version
+  otrbnc --version
+`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, sio stdio, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected arguments %q (see: otrbnc version -h)", args)
+			}
+			fmt.Fprintf(sio.out, "otrbnc %s (OTR protocol versions 3 and 2; built with %s)\n", versionString(), runtime.Version())
+			return nil
+		}
+	},
+}
 
 // version is otrbnc's version, shown by "otrbnc version" and
 // "/msg *otr version"; a release build sets it with
