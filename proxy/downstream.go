@@ -51,8 +51,12 @@ func (dc *downstream) write(ms ...*irc.Message) {
 		}
 	}
 	if !dc.conn.Send(lines...) {
-		dc.logger.Warn("client too slow or gone; disconnecting")
-		dc.conn.Close()
+		select {
+		case <-dc.conn.Done(): // already gone; its reader reports the detach
+		default:
+			dc.logger.Warn("client too slow; disconnecting")
+			dc.conn.Close()
+		}
 	}
 }
 
