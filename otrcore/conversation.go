@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 )
 
 // Timers and bounds of a conversation. Times come from the caller.
@@ -382,8 +381,7 @@ func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text s
 	var msg []byte
 	var err error
 	if len(tlvs) == 0 {
-		// sealData only reads the plaintext: no copy of the text needed.
-		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, unsafe.Slice(unsafe.StringData(text), len(text)))
+		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, []byte(text))
 	} else {
 		plain := append([]byte(text), 0)
 		for _, t := range tlvs {
@@ -867,9 +865,7 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, pay
 		res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
 	}
 	if len(text) > 0 {
-		// plain is the decoded payload, decrypted in place and not used
-		// again, so the text can share it.
-		res.Text, res.HasText, res.Encrypted = unsafe.String(unsafe.SliceData(text), len(text)), true, true
+		res.Text, res.HasText, res.Encrypted = string(text), true, true
 	}
 	var smpOut []tlv
 	for _, t := range tlvs {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unsafe"
 )
 
 // Fragment markers (spec "Fragmentation"). "?OTR|" must be checked before
@@ -86,29 +85,31 @@ func fragmentMessage(msg string, maxLen int, version uint16, senderTag, receiver
 	}
 	// All fragments are written into one buffer, which becomes one string
 	// that the fragments slice: two allocations whatever n is.
-	buf := make([]byte, 0, n*(overhead+pieceLen))
+	var sb strings.Builder
+	sb.Grow(n * (overhead + pieceLen))
 	ends := make([]int, n)
+	var num [20]byte
 	for k := 1; k <= n; k++ {
 		start := (k - 1) * pieceLen
 		end := min(start+pieceLen, len(msg))
 		if version == protocolV3 {
-			buf = append(buf, fragmentPrefixV3...)
-			buf = appendPadded(buf, uint64(senderTag), 16, 8)
-			buf = append(buf, '|')
-			buf = appendPadded(buf, uint64(receiverTag), 16, 8)
-			buf = append(buf, ',')
+			sb.WriteString(fragmentPrefixV3)
+			sb.Write(appendPadded(num[:0], uint64(senderTag), 16, 8))
+			sb.WriteByte('|')
+			sb.Write(appendPadded(num[:0], uint64(receiverTag), 16, 8))
+			sb.WriteByte(',')
 		} else {
-			buf = append(buf, fragmentPrefixV2...)
+			sb.WriteString(fragmentPrefixV2)
 		}
-		buf = appendPadded(buf, uint64(k), 10, 5)
-		buf = append(buf, ',')
-		buf = appendPadded(buf, uint64(n), 10, 5)
-		buf = append(buf, ',')
-		buf = append(buf, msg[start:end]...)
-		buf = append(buf, ',')
-		ends[k-1] = len(buf)
+		sb.Write(appendPadded(num[:0], uint64(k), 10, 5))
+		sb.WriteByte(',')
+		sb.Write(appendPadded(num[:0], uint64(n), 10, 5))
+		sb.WriteByte(',')
+		sb.WriteString(msg[start:end])
+		sb.WriteByte(',')
+		ends[k-1] = sb.Len()
 	}
-	all := unsafe.String(unsafe.SliceData(buf), len(buf)) // buf is not written again
+	all := sb.String()
 	out := make([]string, n)
 	prev := 0
 	for i, e := range ends {
@@ -298,8 +299,7 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 		return "", false, nil
 	}
 	if r.k == r.n {
-		// reset drops the buffer, so the string may share it.
-		msg = unsafe.String(unsafe.SliceData(r.buf), len(r.buf))
+		msg = string(r.buf)
 		r.reset()
 		return msg, true, nil
 	}
