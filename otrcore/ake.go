@@ -208,14 +208,13 @@ func (a *ake) replyDHKey(env akeEnv, m *dhCommitMsg, now time.Time) (*dhKeyMsg, 
 
 // handleCommit applies "Receiving a D-H Commit Message". It returns the
 // message to send (a D-H Key, or our own D-H Commit again), if any.
-func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (any, error) {
+func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (akeMessage, error) {
 	switch a.state {
 	case authAwaitingDHKey:
 		if a.version == m.version && bytes.Compare(a.ourHashGx[:], m.hashGx) > 0 {
 			// Ours wins the collision: ignore theirs and resend our commit.
 			return a.commit, nil
 		}
-		return a.replyDHKey(env, m, now)
 	case authAwaitingRevealSig:
 		if a.version == m.version {
 			// Retransmit the same D-H Key, but remember the new commit.
@@ -223,10 +222,13 @@ func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (any, erro
 			a.hashGx = m.hashGx
 			return a.dhKey, nil
 		}
-		return a.replyDHKey(env, m, now)
-	default: // NONE, AWAITING_SIG
-		return a.replyDHKey(env, m, now)
 	}
+	// NONE, AWAITING_SIG, or a commit of another version.
+	k, err := a.replyDHKey(env, m, now)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return k, nil
 }
 
 // errReflected reports our own DH public key coming back to us.
