@@ -243,7 +243,7 @@ func (a *ake) handleDHKey(env akeEnv, m *dhKeyMsg) (*revealSigMsg, error) {
 			return nil, nil
 		}
 		if err := env.gr.checkElement(m.gy); err != nil {
-			return nil, fmt.Errorf("otrcore: D-H Key: g^y: %w", err)
+			return nil, fmt.Errorf("%w: g^y of a D-H Key", err)
 		}
 		if m.gy.Cmp(a.our.public(env.gr)) == 0 {
 			return nil, errReflected
@@ -282,7 +282,7 @@ func (a *ake) signedPart(env akeEnv, macKey, mac2Key, encKey, firstMPI, secondMP
 	digest := m.Sum(nil)
 	sig, err := env.key.sign(env.rand, digest)
 	if err != nil {
-		return nil, mac, fmt.Errorf("otrcore: signing the AKE: %w", err)
+		return nil, mac, fmt.Errorf("%w (signing the AKE)", err)
 	}
 	x := make([]byte, 0, len(pub)+4+len(sig))
 	x = append(x, pub...)
@@ -355,7 +355,7 @@ func (a *ake) handleRevealSig(env akeEnv, m *revealSigMsg) (*signatureMsg, *akeR
 		return nil, nil, errors.New("otrcore: Reveal Signature: malformed g^x")
 	}
 	if err := env.gr.checkElement(gx); err != nil {
-		return nil, nil, fmt.Errorf("otrcore: Reveal Signature: g^x: %w", err)
+		return nil, nil, fmt.Errorf("%w: g^x of a Reveal Signature", err)
 	}
 	if gx.Cmp(a.our.public(env.gr)) == 0 {
 		return nil, nil, errReflected
@@ -366,7 +366,7 @@ func (a *ake) handleRevealSig(env akeEnv, m *revealSigMsg) (*signatureMsg, *akeR
 	defer keys.wipe()
 	pub, keyID, err := verifySignedPart(keys.m1[:], keys.m2[:], keys.c[:], m.encSig, m.mac, gxMPI, a.ourMPI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("otrcore: Reveal Signature: %w", err)
+		return nil, nil, fmt.Errorf("%w (Reveal Signature)", err)
 	}
 	encSig, mac, err := a.signedPart(env, keys.m1Prime[:], keys.m2Pr[:], keys.cPrime[:], a.ourMPI, gxMPI)
 	if err != nil {
@@ -387,7 +387,7 @@ func (a *ake) handleSig(env akeEnv, m *signatureMsg) (*akeResult, error) {
 	}
 	pub, keyID, err := verifySignedPart(a.keys.m1Prime[:], a.keys.m2Pr[:], a.keys.cPrime[:], m.encSig, m.mac, a.theirGyMPI, a.ourMPI)
 	if err != nil {
-		return nil, fmt.Errorf("otrcore: Signature: %w", err)
+		return nil, fmt.Errorf("%w (Signature)", err)
 	}
 	res := &akeResult{version: a.version, ourKey: a.our, theirKeyID: keyID, theirY: a.theirGy, theirPub: pub, ssid: a.keys.ssid, weSentRevealSig: true}
 	a.our = nil

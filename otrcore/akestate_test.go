@@ -237,7 +237,7 @@ func (w *astWorld) advance(a *astAKE, n int) {
 		a.step++
 		switch a.step {
 		case 1:
-			q := a.rsp.Start(w.now)
+			q := mustStart(a.rsp, w.now)
 			a.query = q.Send[0][0]
 			a.commit = w.only(w.recv(a.ini, a.query), msgDHCommit)
 		case 2:
@@ -408,7 +408,7 @@ func TestAKEStateTable(t *testing.T) {
 					continue
 				}
 				ini, rsp := w.conv(w.ini), w.conv(w.rsp)
-				qI, qR := ini.Start(w.now).Send[0][0], rsp.Start(w.now).Send[0][0]
+				qI, qR := mustStart(ini, w.now).Send[0][0], mustStart(rsp, w.now).Send[0][0]
 				cI := w.only(w.recv(ini, qR), msgDHCommit)
 				cR := w.only(w.recv(rsp, qI), msgDHCommit)
 				if pin {
@@ -920,7 +920,7 @@ func TestAKEStateBadSignatureOrMAC(t *testing.T) {
 func TestAKEStateCrossingCommits(t *testing.T) {
 	forEachVersion(t, "crossing", func(w *astWorld) {
 		x, y := w.conv(w.ini), w.conv(w.rsp)
-		qx, qy := x.Start(w.now).Send[0][0], y.Start(w.now).Send[0][0]
+		qx, qy := mustStart(x, w.now).Send[0][0], mustStart(y, w.now).Send[0][0]
 		toX, toY := []string{qy}, []string{qx}
 		for round := 0; len(toX)+len(toY) > 0; round++ {
 			if round > 10 {
@@ -959,7 +959,7 @@ func TestAKEStateCrossingCommitsLibotr(t *testing.T) {
 			t.Parallel()
 			opts := Options{Policy: PolicyManual}
 			l := newLLink(t, opts, libotrpeer.PolicyManual, 0)
-			qU := l.us.conv.Start(l.now).Send[0][0]
+			qU := mustStart(l.us.conv, l.now).Send[0][0]
 			qL, err := l.lo.Query(l.ctx, usName)
 			if err != nil || len(qL.Out) == 0 {
 				t.Fatalf("libotr query: %v", err)

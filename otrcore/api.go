@@ -136,9 +136,6 @@ const (
 	// session's key is neither one seen before for this peer nor trusted.
 	// They stay queued until ReleaseHeld or DiscardHeld.
 	EventHeldBlocked
-	// EventMessageRefused: a message was not sent at all (session
-	// finished, queue full, policy forbids); Err says why.
-	EventMessageRefused
 	// EventNewFingerprint: the peer presented a fingerprint not known
 	// before for this peer (per TrustStore and this conversation).
 	EventNewFingerprint
@@ -175,7 +172,7 @@ var eventNames = map[EventKind]string{
 	EventGoneSecure: "gone-secure", EventGoneInsecure: "gone-insecure", EventPeerFinished: "peer-finished",
 	EventPlaintextInSession: "plaintext-in-session", EventUnreadable: "unreadable", EventMalformed: "malformed",
 	EventNotInPrivate: "not-in-private", EventMessageHeld: "message-held", EventHeldSent: "held-sent",
-	EventHeldBlocked: "held-blocked", EventMessageRefused: "message-refused", EventNewFingerprint: "new-fingerprint",
+	EventHeldBlocked: "held-blocked", EventNewFingerprint: "new-fingerprint",
 	EventExtraKey: "extra-key", EventPeerError: "peer-error", EventProtocolError: "protocol-error",
 	EventSMPRequest: "smp-request", EventSMPProgress: "smp-progress", EventSMPSucceeded: "smp-succeeded",
 	EventSMPFailed: "smp-failed", EventSMPAborted: "smp-aborted", EventSMPCheated: "smp-cheated",

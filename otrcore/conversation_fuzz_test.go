@@ -244,6 +244,7 @@ func fzCheckOut(t *testing.T, what string, res Result) {
 		}
 	}
 	for _, e := range res.Events {
+		checkErrPrefix(t, what+": "+e.Kind.String(), e.Err)
 		for _, m := range fzMarkers {
 			if e.Err != nil && strings.Contains(e.Err.Error(), m) {
 				t.Fatalf("%s: typed text in an event error: %v", what, e.Err)
@@ -325,7 +326,7 @@ func fzAKE(tb testing.TB, v2 bool, idx int, replace []byte) (alice, bob *Convers
 		to   *Conversation
 		line string
 	}
-	queue := []item{{bob, fzLines(alice.Start(fzNow))[0]}}
+	queue := []item{{bob, fzLines(mustStart(alice, fzNow))[0]}}
 	for n := 0; len(queue) > 0; n++ {
 		if n > 40 {
 			tb.Fatal("AKE loops")

@@ -245,7 +245,7 @@ func TestSimultaneousStart(t *testing.T) {
 	a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyManual})
 	b := newParty(t, "bob", 1, 0x200, "alice", Options{Policy: PolicyManual})
 	l := newLink(t, a, b)
-	qa, qb := a.conv.Start(l.now), b.conv.Start(l.now)
+	qa, qb := mustStart(a.conv, l.now), mustStart(b.conv, l.now)
 	// Both queries cross; both answer with commits that cross too.
 	ra, _ := a.conv.Receive(l.now, qb.Send[0][0])
 	rb, _ := b.conv.Receive(l.now, qa.Send[0][0])

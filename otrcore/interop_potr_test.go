@@ -101,7 +101,7 @@ func (l *plink) establish(weStart bool) {
 	t := l.t
 	t.Helper()
 	if weStart {
-		l.run(l.us.conv.Start(l.now).Send, nil)
+		l.run(mustStart(l.us.conv, l.now).Send, nil)
 	} else {
 		q, err := l.p.Query(l.ctx, "us")
 		if err != nil {

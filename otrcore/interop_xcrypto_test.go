@@ -111,7 +111,7 @@ func TestInteropXCryptoOTR(t *testing.T) {
 			x := newXPeer(t, 2, tc.fragX)
 			l := &xlink{t: t, now: time.Unix(1e9, 0), us: us, x: x}
 			if tc.weStart {
-				l.run(us.conv.Start(l.now).Send, nil)
+				l.run(mustStart(us.conv, l.now).Send, nil)
 			} else {
 				l.run(nil, [][]byte{[]byte(otr.QueryMessage)})
 			}

@@ -110,17 +110,17 @@ func headerFor(h msgHeader, t byte) msgHeader {
 func parseTyped(b []byte, want byte, name string) (msgHeader, cryptobyte.String, error) {
 	h, s, err := parseHeader(b)
 	if err != nil {
-		return msgHeader{}, nil, fmt.Errorf("%s: %w", name, err)
+		return msgHeader{}, nil, fmt.Errorf("%w (%s)", err, name)
 	}
 	if h.msgType != want {
-		return msgHeader{}, nil, fmt.Errorf("%s: %w: message type %#02x", name, errMalformed, h.msgType)
+		return msgHeader{}, nil, fmt.Errorf("%w: %s: message type %#02x", errMalformed, name, h.msgType)
 	}
 	return h, s, nil
 }
 
 // malformed returns an error wrapping errMalformed for message name.
 func malformed(name, what string) error {
-	return fmt.Errorf("%s: %w: %s", name, errMalformed, what)
+	return fmt.Errorf("%w: %s: %s", errMalformed, name, what)
 }
 
 // marshal encodes the D-H Commit message.

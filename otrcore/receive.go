@@ -128,7 +128,7 @@ func (c *Conversation) receiveQuery(res *Result, now time.Time, versions version
 func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) error {
 	payload, ok, err := findEnvelope(line)
 	if err != nil || !ok {
-		res.event(Event{Kind: EventMalformed, Err: fmt.Errorf("otrcore: undecodable OTR message: %w", err)})
+		res.event(Event{Kind: EventMalformed, Err: err})
 		return nil
 	}
 	hdr, err := decodeMessageType(payload)

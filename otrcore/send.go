@@ -26,7 +26,7 @@ func (c *Conversation) sendTarget() *instance {
 func (c *Conversation) emit(res *Result, in *instance, version uint16, msg []byte) error {
 	lines, err := fragmentMessage(encodeEnvelope(msg), c.opts.MaxMessageSize, version, c.acct.InstanceTag, in.tag)
 	if err != nil {
-		return fmt.Errorf("otrcore: fragmenting for %s: %w", c.peer, err)
+		return fmt.Errorf("%w (message to %s)", err, c.peer)
 	}
 	res.Send = append(res.Send, lines)
 	return nil
@@ -62,15 +62,15 @@ func (c *Conversation) sendError(res *Result, now time.Time) {
 }
 
 // Start asks the peer for an encrypted session by sending a query
-// message; in an encrypted session this refreshes the keys.
-func (c *Conversation) Start(now time.Time) Result {
+// message; in an encrypted session this refreshes the keys. It fails with
+// ErrPolicy when the policy allows no OTR version.
+func (c *Conversation) Start(now time.Time) (Result, error) {
 	var res Result
 	if c.opts.Policy.versions() == 0 {
-		res.event(Event{Kind: EventMessageRefused, Err: ErrPolicy})
-		return res
+		return res, ErrPolicy
 	}
 	c.sendQuery(&res, now)
-	return res
+	return res, nil
 }
 
 // End ends the private conversation: encrypted instances are told with a
@@ -117,24 +117,20 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 	}
 	in := c.sendTarget()
 	if in != nil && in.state == StateFinished {
-		res.event(Event{Kind: EventMessageRefused, Instance: in.tag, Err: ErrFinished})
 		return res, ErrFinished
 	}
 	if len(text) > maxMessageText && (in != nil || c.opts.Policy.has(RequireEncryption)) {
-		res.event(Event{Kind: EventMessageRefused, Err: ErrMessageTooLong})
 		return res, ErrMessageTooLong
 	}
 	if in != nil && in.state == StateEncrypted {
 		if err := c.sendData(&res, in, now, text, nil, 0); err != nil {
-			res.event(Event{Kind: EventMessageRefused, Instance: in.tag, Err: err})
-			return res, err
+			return Result{}, err
 		}
 		c.lastText, c.lastTextAt, c.lastTextInst = text, now, in
 		return res, nil
 	}
 	if c.opts.Policy.has(RequireEncryption) {
 		if len(c.held) >= maxHeld || c.heldBytes+len(text) > maxHeldBytes {
-			res.event(Event{Kind: EventMessageRefused, Err: ErrQueueFull})
 			return res, ErrQueueFull
 		}
 		c.held = append(c.held, text)

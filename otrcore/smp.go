@@ -495,7 +495,7 @@ func (s *smpState) receive1(t tlv) ([]tlv, smpEvent) {
 	if hasQuestion {
 		i := bytes.IndexByte(payload, 0)
 		if i < 0 {
-			reply, ev := s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 1Q: %w: no NUL after the question", errSMPMalformed))
+			reply, ev := s.fail(smpCheated, fmt.Errorf("%w: no NUL after the question (SMP message 1Q)", errSMPMalformed))
 			ev.weInitiated, ev.question, ev.hasQuestion = false, "", false
 			return reply, ev
 		}
@@ -511,14 +511,14 @@ func (s *smpState) receive1(t tlv) ([]tlv, smpEvent) {
 	gr := otrGroup()
 	v, err := smpParse(gr, payload, smpLayout1)
 	if err != nil {
-		return cheated(fmt.Errorf("otrcore: SMP message 1: %w", err))
+		return cheated(fmt.Errorf("%w (SMP message 1)", err))
 	}
 	g2a, c2, d2, g3a, c3, d3 := v[0], v[1], v[2], v[3], v[4], v[5]
 	if err := smpVerify(gr, 1, c2, d2, g2a); err != nil {
-		return cheated(fmt.Errorf("otrcore: SMP message 1, proof for g2a: %w", err))
+		return cheated(fmt.Errorf("%w (SMP message 1, proof for g2a)", err))
 	}
 	if err := smpVerify(gr, 2, c3, d3, g3a); err != nil {
-		return cheated(fmt.Errorf("otrcore: SMP message 1, proof for g3a: %w", err))
+		return cheated(fmt.Errorf("%w (SMP message 1, proof for g3a)", err))
 	}
 	s.reset() // drops a request that was still awaiting our secret
 	s.awaiting = true
@@ -532,20 +532,20 @@ func (s *smpState) receive2(rand io.Reader, payload []byte) ([]tlv, smpEvent) {
 	gr := otrGroup()
 	v, err := smpParse(gr, payload, smpLayout2)
 	if err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 2: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 2)", err))
 	}
 	g2b, c2, d2, g3b, c3, d3, pb, qb, cp, d5, d6 := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 	if err := smpVerify(gr, 3, c2, d2, g2b); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 2, proof for g2b: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 2, proof for g2b)", err))
 	}
 	if err := smpVerify(gr, 4, c3, d3, g3b); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 2, proof for g3b: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 2, proof for g3b)", err))
 	}
 	a2, a3, x := s.e2, s.e3, s.x
 	// cP = H(5, g3^D5 · Pb^cP, g1^D5 · g2^D6 · Qb^cP) with g3 = g3b^a3,
 	// g2 = g2b^a2.
 	if err := smpVerifyPQ(gr, 5, g3b.n, a3, g2b.n, a2, pb, qb, cp, d5, d6); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 2, proof for Pb, Qb: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 2, proof for Pb, Qb)", err))
 	}
 
 	rs, err := smpRandExps(rand, 4)
@@ -590,18 +590,18 @@ func (s *smpState) receive3(rand io.Reader, payload []byte) ([]tlv, smpEvent) {
 	gr := otrGroup()
 	v, err := smpParse(gr, payload, smpLayout3)
 	if err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 3: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 3)", err))
 	}
 	pa, qa, cp, d5, d6, ra, cR, d7 := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
 	b2, b3 := s.e2, s.e3
 	// cP = H(6, g3^D5 · Pa^cP, g1^D5 · g2^D6 · Qa^cP).
 	if err := smpVerifyPQ(gr, 6, s.g3o, b3, s.g2o, b2, pa, qa, cp, d5, d6); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 3, proof for Pa, Qa: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 3, proof for Pa, Qa)", err))
 	}
 	// cR = H(7, g1^D7 · g3a^cR, (Qa/Qb)^D7 · Ra^cR).
 	qRatio := smpDiv(gr, qa.n, s.ownQ)
 	if err := smpVerifyR(gr, 7, s.g3o, qRatio, ra, cR, d7); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 3, proof for Ra: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 3, proof for Ra)", err))
 	}
 
 	rs, err := smpRandExps(rand, 1)
@@ -626,12 +626,12 @@ func (s *smpState) receive4(payload []byte) ([]tlv, smpEvent) {
 	gr := otrGroup()
 	v, err := smpParse(gr, payload, smpLayout4)
 	if err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 4: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 4)", err))
 	}
 	rb, cR, d7 := v[0], v[1], v[2]
 	// cR = H(8, g1^D7 · g3b^cR, (Qa/Qb)^D7 · Rb^cR).
 	if err := smpVerifyR(gr, 8, s.g3o, s.qRatio, rb, cR, d7); err != nil {
-		return s.fail(smpCheated, fmt.Errorf("otrcore: SMP message 4, proof for Rb: %w", err))
+		return s.fail(smpCheated, fmt.Errorf("%w (SMP message 4, proof for Rb)", err))
 	}
 	// Success iff Pa/Pb = Rb^a3.
 	rab := smpExp(gr, rb.n, s.e3)

@@ -1,7 +1,6 @@
 package otrcore
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -62,9 +61,10 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 	wipe(s)
 	if err != nil {
 		if len(out) > 0 {
-			// The old exchange was reset on our side: tell the peer.
+			// The old exchange was reset on our side: tell the peer. If
+			// even that cannot be sent, its error is the one to report.
 			if serr := c.sendData(&res, in, now, "", out, flagIgnoreUnreadable); serr != nil {
-				return res, errors.Join(err, serr)
+				return Result{}, serr
 			}
 		}
 		return res, err

@@ -224,8 +224,8 @@ func cmdStart(n *network, dc *downstream, args []string) error {
 		return err
 	}
 	p := n.peer(args[0])
-	res := p.conv.Start(n.now())
-	if hasEvent(res, otrcore.EventMessageRefused) {
+	res, err := p.conv.Start(n.now())
+	if err != nil {
 		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.conv.Policy(), p.nick)
 	}
 	n.notify(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
@@ -268,7 +268,11 @@ func cmdRefresh(n *network, dc *downstream, args []string) error {
 		return err
 	}
 	n.notify(dc, fmt.Sprintf("[%s] renewing the session keys…", p.nick))
-	return n.applyResult(p, p.conv.Start(n.now()))
+	res, err := p.conv.Start(n.now())
+	if err != nil {
+		return fmt.Errorf("refresh: %w", err)
+	}
+	return n.applyResult(p, res)
 }
 
 func stateWord(st otrcore.Status) string {
@@ -646,7 +650,7 @@ func cmdAuth(n *network, dc *downstream, args []string) error {
 		res, err = p.conv.StartSMP(n.now(), "", false, secret)
 	}
 	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
+		return fmt.Errorf("verification: %w", err)
 	}
 	if answering {
 		n.notify(dc, fmt.Sprintf("[%s] answer sent; waiting for the result…", p.nick))
@@ -666,7 +670,7 @@ func cmdAuthQ(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.StartSMP(n.now(), args[1], true, strings.Join(args[2:], " "))
 	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
+		return fmt.Errorf("verification: %w", err)
 	}
 	n.notify(dc, fmt.Sprintf("[%s] question sent; waiting for %s's answer…", p.nick, p.nick))
 	return n.applyResult(p, res)
@@ -682,7 +686,7 @@ func cmdAuthAbort(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.AbortSMP(n.now())
 	if err != nil {
-		return fmt.Errorf("abort: %s", errText(err))
+		return fmt.Errorf("abort: %w", err)
 	}
 	return n.applyResult(p, res)
 }
@@ -1065,7 +1069,7 @@ func cmdRelease(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.ReleaseHeld(n.now())
 	if err != nil {
-		return fmt.Errorf("release: %s", errText(err))
+		return fmt.Errorf("release: %w", err)
 	}
 	return n.applyResult(p, res)
 }

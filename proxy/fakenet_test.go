@@ -217,7 +217,7 @@ func (p *fakePeer) do(f func(c *otrcore.Conversation) (otrcore.Result, error)) {
 }
 
 func (p *fakePeer) start() {
-	p.do(func(c *otrcore.Conversation) (otrcore.Result, error) { return c.Start(time.Now()), nil })
+	p.do(func(c *otrcore.Conversation) (otrcore.Result, error) { return c.Start(time.Now()) })
 }
 
 func (p *fakePeer) say(text string) {

@@ -229,13 +229,11 @@ func (n *network) otrSend(dc *downstream, target, text string, ctags irc.Tags) {
 	}
 	res, err := p.conv.Send(n.now(), plaintext)
 	sendErr := n.applyResultTags(p, res, tags)
-	switch {
-	case err != nil:
-		if !hasEvent(res, otrcore.EventMessageRefused) {
-			n.notify(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", p.nick, err))
-		}
+	if err != nil {
+		n.notify(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", p.nick, err))
 		return
-	case hasEvent(res, otrcore.EventMessageRefused) || sendErr != nil:
+	}
+	if sendErr != nil {
 		return
 	}
 	n.echo(dc, "PRIVMSG", target, text, ctags)
@@ -303,7 +301,12 @@ func (n *network) otrReconnected() {
 	for _, p := range n.sortedPeers() {
 		if st := p.conv.Status(); st.Held > 0 && st.State == otrcore.StatePlaintext {
 			n.notifyPeer(p.nick, fmt.Sprintf("%d message(s) still queued; asking %s for a private conversation again", st.Held, p.nick))
-			n.applyResult(p, p.conv.Start(now))
+			res, err := p.conv.Start(now)
+			if err != nil {
+				n.notifyPeer(p.nick, fmt.Sprintf("could not ask %s again: %v", p.nick, err))
+				continue
+			}
+			n.applyResult(p, res)
 		}
 	}
 }
@@ -412,8 +415,6 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventHeldBlocked:
 		n.notifyPeer(nick, fmt.Sprintf("%d queued message(s) were NOT sent: %s uses a key never seen before and not verified (%s). Check it, then /msg *otr release %s to send them, or /msg *otr discard %s",
 			ev.Count, nick, ev.Fingerprint, nick, nick))
-	case otrcore.EventMessageRefused:
-		n.notifyPeer(nick, fmt.Sprintf("your message was NOT sent: %s", errText(ev.Err)))
 	case otrcore.EventNewFingerprint:
 		n.newFingerprint(p, ev.Fingerprint, now)
 	case otrcore.EventPeerError:
@@ -439,7 +440,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventSMPAborted:
 		n.notifyPeer(nick, "identity verification aborted")
 	case otrcore.EventSMPCheated:
-		n.notifyPeer(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
+		n.notifyPeer(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%v)", nick, ev.Err)+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
 		n.notifyPeer(nick, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.conv.Policy(), nick))
 	}
@@ -539,11 +540,4 @@ func (n *network) otrNickChange(oldNick, newNick string) {
 	if st := p.conv.Status(); st.State != otrcore.StatePlaintext {
 		n.notifyPeer(newNick, fmt.Sprintf("%s is now known as %s; the private conversation follows the nick", oldNick, newNick))
 	}
-}
-
-func errText(err error) string {
-	if err == nil {
-		return "unknown reason"
-	}
-	return strings.TrimPrefix(err.Error(), "otrcore: ")
 }
