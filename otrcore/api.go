@@ -122,7 +122,9 @@ const (
 	// EventUnreadable: an encrypted message could not be decrypted (wrong
 	// or expired keys, failed MAC, replayed counter).
 	EventUnreadable
-	// EventMalformed: a message could not be parsed.
+	// EventMalformed: a line that starts like OTR (a LineMalformed line, see
+	// Classify) or a reassembled message could not be parsed; it was not
+	// shown. Err says why.
 	EventMalformed
 	// EventNotInPrivate: an encrypted data message arrived while we have no
 	// session with that instance.
@@ -163,9 +165,18 @@ const (
 	// EventSMPCheated: the peer's SMP message failed a check; SMP was
 	// aborted. Err says which.
 	EventSMPCheated
-	// EventQueryReceived: the peer asked for OTR with a query message or a
-	// whitespace tag, but the policy does not allow answering.
+	// EventQueryReceived: the peer asked for OTR with a query message, but
+	// the policy does not allow answering (for instance it is never).
 	EventQueryReceived
+	// EventPolicyIgnored: an OTR message (or the first fragment of one)
+	// arrived while the policy allows no OTR version (never), for an
+	// instance without a session; it was ignored and not shown. Queries
+	// give EventQueryReceived and errors EventPeerError instead.
+	EventPolicyIgnored
+	// EventTooLarge: an OTR message was longer than the engine accepts
+	// (64 KiB reassembled, 256 KiB encoded) and was dropped. Size is the
+	// number of bytes received for it when the limit was crossed.
+	EventTooLarge
 )
 
 var eventNames = map[EventKind]string{
@@ -176,7 +187,7 @@ var eventNames = map[EventKind]string{
 	EventExtraKey: "extra-key", EventPeerError: "peer-error", EventProtocolError: "protocol-error",
 	EventSMPRequest: "smp-request", EventSMPProgress: "smp-progress", EventSMPSucceeded: "smp-succeeded",
 	EventSMPFailed: "smp-failed", EventSMPAborted: "smp-aborted", EventSMPCheated: "smp-cheated",
-	EventQueryReceived: "query-received",
+	EventQueryReceived: "query-received", EventPolicyIgnored: "policy-ignored", EventTooLarge: "too-large",
 }
 
 // String returns the event kind's name.
@@ -220,6 +231,8 @@ type Event struct {
 	KeyUseData []byte
 	// Message is peer-supplied text (EventPeerError).
 	Message string
+	// Size is a message size in bytes (EventTooLarge).
+	Size int
 	// Err explains failures; it never contains message plaintext.
 	Err error
 }

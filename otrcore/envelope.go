@@ -71,7 +71,7 @@ func findEnvelope(text string) (payload []byte, ok bool, err error) {
 		rest = strings.TrimRight(rest, " \t\r\n")
 	}
 	if len(rest) > maxEncodedMessage {
-		return nil, true, fmt.Errorf("%w: longer than %d characters", errEnvelope, maxEncodedMessage)
+		return nil, true, &sizeError{size: len(rest), limit: maxEncodedMessage, what: "encoded message", step: errEnvelope}
 	}
 	if rest == "" {
 		return nil, true, fmt.Errorf("%w: empty", errEnvelope)

@@ -40,7 +40,8 @@ var (
 	errFragment = errors.New("otrcore: malformed fragment")
 
 	// errFragmentTooLarge reports a reassembly that exceeded
-	// maxReassembled; the buffer has been reset.
+	// maxReassembled; the buffer has been reset. The error returned is a
+	// sizeError wrapping it and ErrTooLarge.
 	errFragmentTooLarge = errors.New("otrcore: fragmented message too large")
 
 	// errIllegalFragment reports a fragment the spec says to discard
@@ -308,9 +309,9 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 
 // appendPiece appends p to the buffer, enforcing maxReassembled.
 func (r *reassembler) appendPiece(p string) error {
-	if len(r.buf)+len(p) > maxReassembled {
+	if size := len(r.buf) + len(p); size > maxReassembled {
 		r.reset()
-		return fmt.Errorf("%w: over %d bytes", errFragmentTooLarge, maxReassembled)
+		return &sizeError{size: size, limit: maxReassembled, what: "fragmented message", step: errFragmentTooLarge}
 	}
 	r.buf = append(r.buf, p...)
 	return nil

@@ -2,73 +2,103 @@ package otrcore
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 	"time"
 )
 
 // Receive processes one line received from the peer and returns what to
-// show, what to send back and what happened. Malformed or hostile input
+// show, what to send back and what happened. The line is parsed as
+// Classify describes: only LinePlain lines come back as text
+// (Result.HasText); every OTR protocol line is acted on or reported by an
+// event, never shown, whatever the policy. Malformed or hostile input
 // produces events, never a panic; the returned error is reserved for
 // local failures (such as the randomness source failing).
 func (c *Conversation) Receive(now time.Time, line string) (Result, error) {
 	var res Result
-	if !c.enabled() {
-		res.Text, res.HasText = line, true
-		return res, nil
+	p := parseLine(line)
+	if p.info.Kind != LineFragment && !p.badFragment {
+		// Any unfragmented message ends a reassembly in progress (spec
+		// "Receiving Fragments", as libotr does); a malformed fragment is
+		// discarded without touching it.
+		c.resetFragments()
 	}
-	f, isFrag, err := parseFragment(line)
-	if err != nil {
-		res.event(Event{Kind: EventMalformed, Err: err})
-		return res, nil
+	var err error
+	switch p.info.Kind {
+	case LinePlain:
+		err = c.receivePlain(&res, now, &p)
+	case LineQuery:
+		err = c.receiveQuery(&res, now, p.info.offers)
+	case LineError:
+		err = c.receiveError(&res, now, p.text)
+	case LineData, LineAKE:
+		err = c.receiveMessage(&res, now, &p)
+	case LineFragment:
+		err = c.receiveFragment(&res, now, p.piece)
+	case LineMalformed:
+		c.reportMalformed(&res, 0, p.info.Err)
 	}
-	if isFrag {
-		return res, c.receiveFragment(&res, now, f)
-	}
+	return res, err
+}
+
+// resetFragments forgets every reassembly in progress.
+func (c *Conversation) resetFragments() {
 	c.master.frag.reset()
 	for _, in := range c.instances {
 		in.frag.reset()
 	}
-	return res, c.receiveWhole(&res, now, line)
 }
 
-// receiveFragment feeds a fragment to its instance's reassembly buffer and
-// processes the message once complete.
-func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPiece) error {
-	var in *instance
-	switch f.version {
-	case protocolV3:
-		if !c.opts.Policy.has(AllowV3) || !c.tagsAcceptable(f.senderTag, f.receiverTag, true) {
-			return nil
-		}
-		if in = c.instanceFor(f.senderTag, true, now); in == nil {
-			return nil
-		}
-	case protocolV2:
-		if !c.opts.Policy.has(AllowV2) {
-			return nil
-		}
-		in = c.master
-	default:
+// reportMalformed reports a line or reassembled message that could not
+// be parsed: too large (with its size) or malformed.
+func (c *Conversation) reportMalformed(res *Result, tag uint32, err error) {
+	if errors.Is(err, ErrTooLarge) {
+		res.event(Event{Kind: EventTooLarge, Instance: tag, Size: messageSize(err), Err: err})
+		return
+	}
+	res.event(Event{Kind: EventMalformed, Instance: tag, Err: err})
+}
+
+// receivePlain shows plain text (without its whitespace tag) and, when the
+// policy says so, answers a whitespace tag with a D-H Commit.
+func (c *Conversation) receivePlain(res *Result, now time.Time, p *parsedLine) error {
+	res.Text, res.HasText = p.text, true
+	if !c.enabled() {
 		return nil
 	}
-	msg, complete, err := in.frag.add(f)
-	if err != nil {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
+	c.gotPlaintext = true
+	if in := c.sendTarget(); in != nil {
+		res.event(Event{Kind: EventPlaintextInSession, Instance: in.tag})
+	}
+	if p.info.Tagged && c.opts.Policy.has(WhitespaceStartAKE) {
+		return c.startAKE(res, now, p.info.offers)
+	}
+	return nil
+}
+
+// receiveError reports an OTR error message and, when the policy says
+// so, answers it with a query; a message sent just before is armed for
+// resending to the session that follows.
+func (c *Conversation) receiveError(res *Result, now time.Time, msg string) error {
+	res.event(Event{Kind: EventPeerError, Message: msg})
+	if !c.enabled() {
 		return nil
 	}
-	if !complete {
+	if in := c.sendTarget(); in != nil && in.state == StateEncrypted && !c.lastTextAt.IsZero() && now.Sub(c.lastTextAt) < resendWindow {
+		c.resendArmed = true
+	}
+	if c.opts.Policy.has(ErrorStartAKE) {
+		c.sendQuery(res, now)
+	}
+	return nil
+}
+
+// receiveQuery answers a query message with a D-H Commit in the best
+// version both sides allow, or reports it when the policy allows none.
+func (c *Conversation) receiveQuery(res *Result, now time.Time, versions versionSet) error {
+	if versions&c.opts.Policy.versions() == 0 {
+		res.event(Event{Kind: EventQueryReceived})
 		return nil
 	}
-	if _, isFrag, _ := parseFragment(msg); isFrag {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: errors.New("otrcore: fragment inside a fragment")})
-		return nil
-	}
-	if !strings.Contains(msg, "?OTR:") {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: errors.New("otrcore: reassembled fragments are not an OTR message")})
-		return nil
-	}
-	return c.receiveWhole(res, now, msg)
+	return c.startAKE(res, now, versions)
 }
 
 // tagsAcceptable applies the instance tag receive rules: the sender's tag
@@ -84,111 +114,110 @@ func (c *Conversation) tagsAcceptable(sender, receiver uint32, allowZero bool) b
 	return receiver == c.acct.InstanceTag
 }
 
-// receiveWhole handles an unfragmented line.
-func (c *Conversation) receiveWhole(res *Result, now time.Time, line string) error {
-	if strings.Contains(line, "?OTR:") {
-		return c.receiveEncoded(res, now, line)
+// knownInstance returns the instance a version 3 message or fragment from
+// sender belongs to (nil if none yet), or the master context for version
+// 2.
+func (c *Conversation) knownInstance(version uint16, sender uint32, now time.Time) *instance {
+	if version == protocolV2 {
+		return c.master
 	}
-	if msg, ok := parseError(line); ok {
-		res.event(Event{Kind: EventPeerError, Message: msg})
-		if in := c.sendTarget(); in != nil && in.state == StateEncrypted && !c.lastTextAt.IsZero() && now.Sub(c.lastTextAt) < resendWindow {
-			c.resendArmed = true
-		}
-		if c.opts.Policy.has(ErrorStartAKE) {
-			c.sendQuery(res, now)
+	return c.instanceFor(sender, false, now)
+}
+
+// versionRefused reports whether the policy refuses a message of this
+// version for instance in. A session set up before the policy changed
+// keeps working: its own version stays allowed for it, as sending keeps
+// encrypting (see enabled).
+func (c *Conversation) versionRefused(version uint16, in *instance) bool {
+	if c.opts.Policy.versions().has(version) {
+		return false
+	}
+	return in == nil || in.state == StatePlaintext || in.version != version
+}
+
+// policyIgnored reports an OTR message ignored because the policy allows
+// no OTR version at all, so the user learns the peer speaks OTR. A
+// message of a version only this policy leaves out is ignored silently,
+// as the spec says.
+func (c *Conversation) policyIgnored(res *Result, tag uint32) {
+	if c.opts.Policy.versions() == 0 {
+		res.event(Event{Kind: EventPolicyIgnored, Instance: tag})
+	}
+}
+
+// receiveFragment feeds a fragment to its instance's reassembly buffer and
+// processes the message once complete.
+func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPiece) error {
+	if f.version == protocolV3 && !c.tagsAcceptable(f.senderTag, f.receiverTag, true) {
+		return nil // for another instance of ours, or forged: discarded
+	}
+	in := c.knownInstance(f.version, f.senderTag, now)
+	if c.versionRefused(f.version, in) {
+		if f.k == 1 {
+			c.policyIgnored(res, f.senderTag)
 		}
 		return nil
 	}
-	if versions, ok := parseQuery(line); ok {
-		return c.receiveQuery(res, now, versions)
+	if in == nil {
+		if in = c.instanceFor(f.senderTag, true, now); in == nil {
+			return nil
+		}
 	}
-	versions, text, tagged := findWhitespaceTag(line)
-	res.Text, res.HasText = text, true
-	c.gotPlaintext = true
-	if in := c.sendTarget(); in != nil {
-		res.event(Event{Kind: EventPlaintextInSession, Instance: in.tag})
+	msg, complete, err := in.frag.add(f)
+	if err != nil {
+		c.reportMalformed(res, in.tag, err)
+		return nil
 	}
-	if tagged && c.opts.Policy.has(WhitespaceStartAKE) {
-		return c.startAKE(res, now, versions)
+	if !complete {
+		return nil
+	}
+	p := parseLine(msg)
+	switch p.info.Kind {
+	case LineData, LineAKE:
+		return c.receiveMessage(res, now, &p)
+	case LineMalformed:
+		c.reportMalformed(res, in.tag, p.info.Err)
+	case LineFragment:
+		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: errors.New("otrcore: fragment inside a fragment")})
+	default:
+		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: errors.New("otrcore: reassembled fragments are not an OTR message")})
 	}
 	return nil
 }
 
-// receiveQuery answers a query message with a D-H Commit in the best
-// version both sides allow.
-func (c *Conversation) receiveQuery(res *Result, now time.Time, versions versionSet) error {
-	if versions&c.opts.Policy.versions() == 0 {
-		res.event(Event{Kind: EventQueryReceived})
+// receiveMessage routes a decoded data or AKE message to its instance.
+func (c *Conversation) receiveMessage(res *Result, now time.Time, p *parsedLine) error {
+	h := p.hdr
+	if h.version == protocolV3 && !c.tagsAcceptable(h.senderTag, h.receiverTag, h.msgType == msgDHCommit) {
+		return nil // for another instance of ours, or forged: discarded
+	}
+	in := c.knownInstance(h.version, h.senderTag, now)
+	if c.versionRefused(h.version, in) || (p.data == nil && !c.opts.Policy.versions().has(h.version)) {
+		// No AKE runs in a version the policy refuses, not even to
+		// refresh a session it still lets decrypt.
+		c.policyIgnored(res, h.senderTag)
 		return nil
 	}
-	return c.startAKE(res, now, versions)
-}
-
-// receiveEncoded decodes a "?OTR:" message and dispatches it by type.
-func (c *Conversation) receiveEncoded(res *Result, now time.Time, line string) error {
-	payload, ok, err := findEnvelope(line)
-	if err != nil || !ok {
-		res.event(Event{Kind: EventMalformed, Err: err})
-		return nil
-	}
-	hdr, err := decodeMessageType(payload)
-	if err != nil {
-		res.event(Event{Kind: EventMalformed, Err: err})
-		return nil
-	}
-	switch hdr.version {
-	case protocolV2:
-		if !c.opts.Policy.has(AllowV2) {
+	if in == nil {
+		if p.data != nil {
+			return c.notInPrivate(res, now, h.senderTag, p.data)
+		}
+		if in = c.instanceFor(h.senderTag, true, now); in == nil {
 			return nil
 		}
-	case protocolV3:
-		if !c.opts.Policy.has(AllowV3) {
-			return nil
-		}
-	default:
-		return nil
-	}
-	var in *instance
-	if hdr.version == protocolV3 {
-		if !c.tagsAcceptable(hdr.senderTag, hdr.receiverTag, hdr.msgType == msgDHCommit) {
-			return nil
-		}
-		in = c.instanceFor(hdr.senderTag, hdr.msgType != msgData, now)
-		if in == nil {
-			if hdr.msgType == msgData {
-				return c.notInPrivate(res, now, hdr.senderTag, payload)
-			}
-			return nil
-		}
-	} else {
-		in = c.master
 	}
 	in.lastUsed = now
 	res.Instance = in.tag
-	if hdr.msgType == msgData {
-		return c.receiveData(res, in, now, payload)
+	if p.data != nil {
+		return c.receiveData(res, in, now, p.data)
 	}
-	m := newAKEMessage(hdr.msgType)
-	if m == nil {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: fmt.Errorf("otrcore: unknown message type 0x%02x", hdr.msgType)})
-		return nil
-	}
-	if err := m.unmarshal(payload); err != nil {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
-		return nil
-	}
-	return c.receiveAKE(res, in, now, m)
+	return c.receiveAKE(res, in, now, p.ake)
 }
 
 // notInPrivate handles a data message for an instance without a session:
 // the user is told, and unless the sender flagged it IGNORE_UNREADABLE
 // the peer gets a (rate-limited) error so it can re-key.
-func (c *Conversation) notInPrivate(res *Result, now time.Time, tag uint32, payload []byte) error {
-	var m dataMsg
-	if err := m.unmarshal(payload); err != nil {
-		res.event(Event{Kind: EventMalformed, Instance: tag, Err: err})
-		return nil
-	}
+func (c *Conversation) notInPrivate(res *Result, now time.Time, tag uint32, m *dataMsg) error {
 	if m.flags&flagIgnoreUnreadable != 0 {
 		return nil
 	}
@@ -198,12 +227,7 @@ func (c *Conversation) notInPrivate(res *Result, now time.Time, tag uint32, payl
 }
 
 // receiveData handles a data message for instance in.
-func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, payload []byte) error {
-	var m dataMsg
-	if err := m.unmarshal(payload); err != nil {
-		res.event(Event{Kind: EventMalformed, Instance: in.tag, Err: err})
-		return nil
-	}
+func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *dataMsg) error {
 	if in.state != StateEncrypted || m.version != in.version {
 		if m.flags&flagIgnoreUnreadable == 0 {
 			res.event(Event{Kind: EventNotInPrivate, Instance: in.tag})
@@ -211,7 +235,7 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, pay
 		}
 		return nil
 	}
-	plain, sk, err := in.keys.openData(c.rand, &m)
+	plain, sk, err := in.keys.openData(c.rand, m)
 	if err != nil {
 		if m.flags&flagIgnoreUnreadable == 0 {
 			res.event(Event{Kind: EventUnreadable, Instance: in.tag, Err: err})

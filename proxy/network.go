@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/irc.v4"
+
+	"otrbnc/otrcore"
 )
 
 // Events handled by a network's owner goroutine.
@@ -594,7 +596,7 @@ func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 	case n.isSelf(src):
 		// An echo of our own message (echo-message, or a bouncer upstream):
 		// our ciphertext must reach neither clients nor the engine.
-		if strings.Contains(text, "?OTR") {
+		if otrcore.Classify(text).Kind != otrcore.LinePlain {
 			return
 		}
 		n.broadcast(m)

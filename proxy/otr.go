@@ -244,11 +244,11 @@ func (n *network) otrSend(dc *downstream, target, text string, ctags irc.Tags) {
 func (n *network) otrReceive(from *irc.Prefix, text string, tags irc.Tags) {
 	p := n.peer(from.Name)
 	p.prefix = from.Copy()
-	if k, count, ok := fragmentIndex(text); ok {
-		if k == 1 {
+	if line := otrcore.Classify(text); line.Kind == otrcore.LineFragment {
+		if line.Piece == 1 {
 			p.fragTags = tags
 		}
-		if k == count && p.fragTags != nil {
+		if line.Piece == line.Pieces && p.fragTags != nil {
 			tags, p.fragTags = p.fragTags, nil
 		}
 	}
