@@ -93,12 +93,58 @@ type Result struct {
 	// Instance is the peer instance tag the received message came from
 	// (0 for OTRv2 and plaintext).
 	Instance uint32
-	// Send lists the messages to transmit to the peer, in order. Each
-	// element is one OTR message as lines (fragments) that must be sent
-	// back to back without anything in between.
-	Send [][]string
+	// Send lists the messages to transmit to the peer, in order.
+	Send []Outgoing
 	// Events reports what happened, in order.
 	Events []Event
+}
+
+// Outgoing is one message to transmit to the peer. Its lines (fragments of
+// one OTR message, or a single line) must go out in order, back to back,
+// with nothing else to the same peer in between.
+type Outgoing struct {
+	// Kind says what the message is, so that a transport can pace and
+	// coalesce without parsing the wire: a newer OutAKE message to the
+	// same peer and Instance supersedes an older one not yet sent.
+	Kind OutKind
+	// Instance is the peer instance tag the message is addressed to; 0
+	// for plaintext, queries, errors, OTRv2, and AKE messages sent before
+	// the peer's tag is known.
+	Instance uint32
+	Lines    []string
+}
+
+// OutKind classifies an Outgoing message.
+type OutKind int
+
+// Kinds of outgoing messages.
+const (
+	// OutPlaintext is the user's message in clear (policy and state allow
+	// it), possibly with a whitespace tag.
+	OutPlaintext OutKind = iota + 1
+	// OutQuery is an OTR Query Message.
+	OutQuery
+	// OutError is an OTR Error Message.
+	OutError
+	// OutAKE is one of the four AKE messages.
+	OutAKE
+	// OutText is a data message carrying the user's text (typed, released
+	// from the queue or resent).
+	OutText
+	// OutControl is a data message without user text: a heartbeat, SMP,
+	// the end of a session, an extra key.
+	OutControl
+)
+
+var outKindNames = [...]string{OutPlaintext: "plaintext", OutQuery: "query", OutError: "error", OutAKE: "ake",
+	OutText: "text", OutControl: "control"}
+
+// String returns the kind's name.
+func (k OutKind) String() string {
+	if k > 0 && int(k) < len(outKindNames) {
+		return outKindNames[k]
+	}
+	return fmt.Sprintf("OutKind(%d)", int(k))
 }
 
 // EventKind classifies an Event.

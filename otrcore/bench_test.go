@@ -34,7 +34,7 @@ func pump(tb testing.TB, now time.Time, from, to *Conversation, res Result) stri
 		}
 		var next Result
 		for _, m := range res.Send {
-			for _, line := range m {
+			for _, line := range m.Lines {
 				r, err := to.Receive(now, line)
 				if err != nil {
 					tb.Fatal(err)
@@ -96,7 +96,7 @@ func benchBurst(b *testing.B, size int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r, err := c.Receive(now, res.Send[0][0])
+		r, err := c.Receive(now, res.Send[0].Lines[0])
 		if err != nil || r.Text != msg {
 			b.Fatalf("burst: %v %q", err, r.Text)
 		}
@@ -121,7 +121,7 @@ func BenchmarkFragmented2000(b *testing.B) {
 			b.Fatal(err)
 		}
 		var text string
-		for _, line := range res.Send[0] {
+		for _, line := range res.Send[0].Lines {
 			r, err := c.Receive(now, line)
 			if err != nil {
 				b.Fatal(err)

@@ -17,13 +17,13 @@ func classifySamples(t *testing.T) map[string]string {
 	out["commit"], out["dhkey"], out["revealsig"], out["sig"] = a.commit, a.dhKey, a.revealSig, a.sig
 	_, al, _ := securePair(t, Options{Policy: PolicyManual, MaxMessageSize: 100}, Options{Policy: PolicyManual})
 	res, err := al.conv.Send(time.Unix(2e9, 0), "fragment me")
-	if err != nil || len(res.Send[0]) < 3 {
+	if err != nil || len(res.Send[0].Lines) < 3 {
 		t.Fatalf("send: %v %d", err, len(res.Send))
 	}
-	out["frag1"], out["frag2"] = res.Send[0][0], res.Send[0][1]
+	out["frag1"], out["frag2"] = res.Send[0].Lines[0], res.Send[0].Lines[1]
 	al.conv.SetMaxMessageSize(0)
 	res, _ = al.conv.Send(time.Unix(2e9, 0), "whole")
-	out["data"] = res.Send[0][0]
+	out["data"] = res.Send[0].Lines[0]
 	return out
 }
 

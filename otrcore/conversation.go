@@ -171,6 +171,11 @@ func (c *Conversation) env() akeEnv {
 
 func (r *Result) event(e Event) { r.Events = append(r.Events, e) }
 
+// send appends one message of the given kind for the instance tagged tag.
+func (r *Result) send(kind OutKind, tag uint32, lines ...string) {
+	r.Send = append(r.Send, Outgoing{Kind: kind, Instance: tag, Lines: lines})
+}
+
 // instanceFor finds or creates the state for a v3 instance tag; it
 // returns nil when create is false and the tag is unknown, or when the
 // instance table is full of encrypted sessions.

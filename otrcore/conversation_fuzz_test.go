@@ -95,7 +95,7 @@ var (
 func fzLines(res Result) []string {
 	var out []string
 	for _, m := range res.Send {
-		out = append(out, m...)
+		out = append(out, m.Lines...)
 	}
 	return out
 }
@@ -220,7 +220,7 @@ func fzCheckOut(t *testing.T, what string, res Result) {
 	t.Helper()
 	for _, msg := range res.Send {
 		var whole strings.Builder
-		for _, line := range msg {
+		for _, line := range msg.Lines {
 			if len(line) > fzMMS {
 				t.Fatalf("%s: %d-byte line exceeds MaxMessageSize %d: %.60q", what, len(line), fzMMS, line)
 			}

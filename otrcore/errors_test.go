@@ -97,7 +97,7 @@ func TestErrorPrefixOnce(t *testing.T) {
 		events("Receive "+line, res, EventMalformed)
 	}
 	res, _ := b.conv.Send(now, "tamper with me")
-	p, _, _ := findEnvelope(res.Send[0][0])
+	p, _, _ := findEnvelope(res.Send[0].Lines[0])
 	p[len(p)-30] ^= 1
 	r, _ := a.conv.Receive(now, encodeEnvelope(p))
 	events("tampered data message", r, EventUnreadable)
@@ -108,7 +108,7 @@ func TestErrorPrefixOnce(t *testing.T) {
 	if err := b.conv.sendData(&smp, bin, now, "", []tlv{{typ: tlvSMP1, value: []byte{0, 0, 0, 9}}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	r, _ = a.conv.Receive(now, smp.Send[0][0])
+	r, _ = a.conv.Receive(now, smp.Send[0].Lines[0])
 	events("malformed SMP message", r, EventSMPCheated)
 	msg, err := bin.keys.sealData(b.conv.header(bin, bin.version, msgData), 0, []byte("text\x00\x00\x01"))
 	if err != nil {

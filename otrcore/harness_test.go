@@ -111,7 +111,7 @@ func (l *link) deliver(from *party, res Result) {
 	var queue []item
 	push := func(p *party, r Result) {
 		for _, msg := range r.Send {
-			for _, line := range msg {
+			for _, line := range msg.Lines {
 				queue = append(queue, item{p, line})
 			}
 		}

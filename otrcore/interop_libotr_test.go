@@ -63,11 +63,11 @@ func ircLines(s string) []string {
 }
 
 // run delivers lines in both directions until both sides are quiet.
-func (l *llink) run(fromUs [][]string, fromLo []string) {
+func (l *llink) run(fromUs []Outgoing, fromLo []string) {
 	l.t.Helper()
 	var usQ []string
 	for _, m := range fromUs {
-		usQ = append(usQ, m...)
+		usQ = append(usQ, m.Lines...)
 	}
 	var loQ []string
 	for _, m := range fromLo {
@@ -115,7 +115,7 @@ func (l *llink) run(fromUs [][]string, fromLo []string) {
 			l.us.got = append(l.us.got, res)
 		}
 		for _, m := range res.Send {
-			usQ = append(usQ, m...)
+			usQ = append(usQ, m.Lines...)
 		}
 	}
 }

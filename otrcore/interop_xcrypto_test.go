@@ -39,11 +39,11 @@ type xlink struct {
 	toX, toUs []string
 }
 
-func (l *xlink) run(fromUs [][]string, fromX [][]byte) {
+func (l *xlink) run(fromUs []Outgoing, fromX [][]byte) {
 	l.t.Helper()
 	var usQ []string
 	for _, m := range fromUs {
-		usQ = append(usQ, m...)
+		usQ = append(usQ, m.Lines...)
 	}
 	xQ := fromX
 	for rounds := 0; len(usQ) > 0 || len(xQ) > 0; rounds++ {
@@ -79,7 +79,7 @@ func (l *xlink) run(fromUs [][]string, fromX [][]byte) {
 			l.us.got = append(l.us.got, res)
 		}
 		for _, m := range res.Send {
-			usQ = append(usQ, m...)
+			usQ = append(usQ, m.Lines...)
 		}
 	}
 }

@@ -23,12 +23,12 @@ func (c *Conversation) sendTarget() *instance {
 
 // emit encodes a binary OTR message for in and appends it, fragmented to
 // the line limit, to the result.
-func (c *Conversation) emit(res *Result, in *instance, version uint16, msg []byte) error {
+func (c *Conversation) emit(res *Result, in *instance, kind OutKind, version uint16, msg []byte) error {
 	lines, err := fragmentMessage(encodeEnvelope(msg), c.opts.MaxMessageSize, version, c.acct.InstanceTag, in.tag)
 	if err != nil {
 		return fmt.Errorf("%w (message to %s)", err, c.peer)
 	}
-	res.Send = append(res.Send, lines)
+	res.send(kind, in.tag, lines...)
 	return nil
 }
 
@@ -44,7 +44,7 @@ func (c *Conversation) header(in *instance, version uint16, msgType byte) msgHea
 
 // sendQuery appends a query message to the result.
 func (c *Conversation) sendQuery(res *Result, now time.Time) {
-	res.Send = append(res.Send, []string{queryMessage(c.opts.Policy.versions(), c.opts.QueryText)})
+	res.send(OutQuery, 0, queryMessage(c.opts.Policy.versions(), c.opts.QueryText))
 	c.lastQuery = now
 }
 
@@ -58,7 +58,7 @@ func (c *Conversation) sendError(res *Result, now time.Time) {
 	if text == "" {
 		text = defaultErrorText
 	}
-	res.Send = append(res.Send, []string{encodeError(text)})
+	res.send(OutError, 0, encodeError(text))
 }
 
 // Start asks the peer for an encrypted session by sending a query
@@ -112,7 +112,7 @@ func (c *Conversation) toPlaintext(in *instance) {
 func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 	var res Result
 	if !c.enabled() {
-		res.Send = append(res.Send, []string{text})
+		res.send(OutPlaintext, 0, text)
 		return res, nil
 	}
 	in := c.sendTarget()
@@ -145,7 +145,7 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		// The tag goes first: servers strip trailing whitespace.
 		text = whitespaceTag(c.opts.Policy.versions()) + text
 	}
-	res.Send = append(res.Send, []string{text})
+	res.send(OutPlaintext, 0, text)
 	return res, nil
 }
 
@@ -178,7 +178,11 @@ func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text s
 	}
 	in.lastSent = now
 	in.recvSinceSent = false
-	return c.emit(res, in, in.version, msg)
+	kind := OutText
+	if text == "" {
+		kind = OutControl
+	}
+	return c.emit(res, in, kind, in.version, msg)
 }
 
 // flushHeld encrypts and sends every held message to in.

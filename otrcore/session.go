@@ -107,7 +107,7 @@ func (c *Conversation) receiveAKE(res *Result, in *instance, now time.Time, msg 
 func (c *Conversation) emitAKE(res *Result, in *instance, m akeMessage) error {
 	h := m.hdr()
 	*h = c.header(in, h.version, h.msgType)
-	return c.emit(res, in, h.version, m.marshal())
+	return c.emit(res, in, OutAKE, h.version, m.marshal())
 }
 
 // goneSecure installs the data-phase keys of a completed AKE and sends

@@ -195,7 +195,7 @@ func (p *fakePeer) handle(m *irc.Message) {
 
 func (p *fakePeer) apply(res otrcore.Result) {
 	for _, b := range res.Send {
-		for _, l := range b {
+		for _, l := range b.Lines {
 			p.fn.s.send(":" + p.prefix + " PRIVMSG alice :" + l)
 		}
 	}

@@ -171,9 +171,9 @@ func (n *network) applyResult(p *otrPeer, res otrcore.Result) error {
 // applyResultTags is applyResult with tags for the very first line.
 func (n *network) applyResultTags(p *otrPeer, res otrcore.Result, tags irc.Tags) error {
 	var sendErr error
-	for b, frags := range res.Send {
-		lines := make([]string, len(frags))
-		for i, f := range frags {
+	for b, out := range res.Send {
+		lines := make([]string, len(out.Lines))
+		for i, f := range out.Lines {
 			m := msg("", "PRIVMSG", p.nick, f)
 			if b == 0 && i == 0 && len(tags) > 0 {
 				m.Tags = tags

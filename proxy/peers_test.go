@@ -82,7 +82,7 @@ func (e *goEngine) conv(peer string) *otrcore.Conversation {
 func flatten(res otrcore.Result) []string {
 	var out []string
 	for _, b := range res.Send {
-		out = append(out, b...)
+		out = append(out, b.Lines...)
 	}
 	return out
 }
