@@ -93,6 +93,14 @@ type Result struct {
 	// Instance is the peer instance tag the received message came from
 	// (0 for OTRv2 and plaintext).
 	Instance uint32
+	// For Encrypted text: Fingerprint is the key of the session it came
+	// from, Trusted whether that key is verified, and Current whether
+	// that session is the current one, where the user's replies go. Text
+	// from a session that is not current (another instance of the peer,
+	// perhaps with another key) should be marked as such.
+	Fingerprint Fingerprint
+	Trusted     bool
+	Current     bool
 	// Send lists the messages to transmit to the peer, in order.
 	Send []Outgoing
 	// Events reports what happened, in order.
@@ -263,6 +271,13 @@ type Event struct {
 	// Refresh is set on EventGoneSecure when the session was already
 	// encrypted with the same key (a re-key), not a new session.
 	Refresh bool
+	// Current is set on EventGoneSecure when the session is the current
+	// one, where user messages go. A new session with a different key
+	// that is not trusted does not become current while the user is
+	// talking to another key, and a session whose key changed that way
+	// refuses user messages (Status.KeyNotConfirmed): the user chooses
+	// with SetCurrentInstance.
+	Current bool
 	// Count is a number of messages (EventHeldSent, EventHeldBlocked).
 	Count int
 	// Question is the SMP question (EventSMPRequest, when HasQuestion).
@@ -293,20 +308,28 @@ func SSIDString(ssid [8]byte, weSentRevealSig bool) string {
 	return a + " [" + b + "]"
 }
 
-// Status summarises a conversation for display.
+// Status summarises a conversation for display. The fields up to
+// SMPHasQuestion describe the current instance: the one user messages and
+// SMP go to.
 type Status struct {
-	// State is the message state of the active instance.
+	// State is the message state of the current instance (plaintext when
+	// there is none).
 	State MsgState
-	// Version is the protocol version of the active session, 0 if none.
+	// Version is the protocol version of the current session, 0 if none.
 	Version int
-	// Instance is the active peer instance tag.
+	// Instance is the current peer instance tag.
 	Instance uint32
-	// Fingerprint of the active session's peer key, when HasFingerprint.
+	// Fingerprint of the current session's peer key, when HasFingerprint.
 	Fingerprint    Fingerprint
 	HasFingerprint bool
 	// Trusted reports whether Fingerprint is verified.
 	Trusted bool
-	// SSID of the active session.
+	// KeyNotConfirmed reports that the current session's key changed to
+	// one that is neither the key the user was talking to nor trusted:
+	// Send refuses with ErrKeyNotConfirmed until SetCurrentInstance
+	// confirms it (SMP still works, to verify it).
+	KeyNotConfirmed bool
+	// SSID of the current session.
 	SSID            [8]byte
 	WeSentRevealSig bool
 	// SMPInProgress reports whether an SMP exchange is running;
@@ -318,15 +341,24 @@ type Status struct {
 	SMPHasQuestion    bool
 	// Held is the number of queued outgoing messages.
 	Held int
-	// Instances lists every known peer instance with its state.
+	// Instances lists every peer instance with a session or an AKE under
+	// way, the current one included.
 	Instances []InstanceStatus
 }
 
 // InstanceStatus describes one remote instance of the peer.
 type InstanceStatus struct {
+	// Instance is the peer's instance tag (0 for OTRv2).
 	Instance uint32
 	State    MsgState
 	Version  int
+	// Fingerprint of the instance's (last) session key, when
+	// HasFingerprint, and whether it is verified.
+	Fingerprint    Fingerprint
+	HasFingerprint bool
+	Trusted        bool
+	// Current marks the instance user messages go to.
+	Current bool
 }
 
 // Errors returned by Conversation methods.
@@ -343,4 +375,10 @@ var (
 	ErrNoSMPRequest = errors.New("otrcore: no SMP request to answer")
 	// ErrMessageTooLong: the message cannot be encoded.
 	ErrMessageTooLong = errors.New("otrcore: message too long")
+	// ErrKeyNotConfirmed: the current session's key is not the one the
+	// user was talking to and is not trusted, or only another instance has
+	// a session; the user must choose (SetCurrentInstance) or verify.
+	ErrKeyNotConfirmed = errors.New("otrcore: the session's key is not the one you were talking to and is not verified; confirm or verify it first")
+	// ErrUnknownInstance: SetCurrentInstance with a tag no instance has.
+	ErrUnknownInstance = errors.New("otrcore: no such instance of the peer")
 )

@@ -103,7 +103,14 @@ type Conversation struct {
 
 	master    *instance   // tag 0: OTRv2 and AKEs started before the peer's tag is known
 	instances []*instance // OTRv3 instances, each with its own tag
-	active    *instance   // where user messages go
+
+	// current is the instance user messages and SMP go to (nil until a
+	// session is set up, and after End). boundFP is the key the user was
+	// talking to there, when bound: the engine never moves user messages
+	// on its own to a different key that is not trusted (see selectable).
+	current *instance
+	boundFP Fingerprint
+	bound   bool
 
 	held      []string
 	heldBytes int
@@ -192,7 +199,7 @@ func (c *Conversation) instanceFor(tag uint32, create bool, now time.Time) *inst
 	if len(c.instances) >= maxInstances {
 		victim := -1
 		for i, in := range c.instances {
-			if in.state == StatePlaintext && in != c.active && (victim < 0 || in.lastUsed.Before(c.instances[victim].lastUsed)) {
+			if in.state == StatePlaintext && in != c.current && (victim < 0 || in.lastUsed.Before(c.instances[victim].lastUsed)) {
 				victim = i
 			}
 		}
@@ -221,29 +228,33 @@ func (c *Conversation) all() []*instance {
 	return append([]*instance{c.master}, c.instances...)
 }
 
-// Status summarises the conversation for display.
+// Status summarises the conversation for display: the current instance
+// (where user messages and SMP go) and every instance with a session or
+// an AKE under way.
 func (c *Conversation) Status() Status {
 	st := Status{Held: len(c.held)}
-	in := c.sendTarget()
-	if in == nil {
-		in = c.active
-	}
-	if in != nil {
+	if in := c.current; in != nil {
 		st.State = in.state
 		st.Version = int(in.version)
 		st.Instance = in.tag
 		if in.hasFP {
 			st.Fingerprint, st.HasFingerprint = in.fp, true
-			st.Trusted = c.acct.Trust != nil && c.acct.Trust.IsTrusted(c.peer, in.fp)
+			st.Trusted = c.trusted(in.fp)
 		}
 		st.SSID, st.WeSentRevealSig = in.ssid, in.revealer
 		st.SMPInProgress = in.smp.inProgress()
 		st.SMPAwaitingSecret = in.smp.awaitingSecret()
 		st.SMPQuestion, st.SMPHasQuestion = in.smp.pendingQuestion()
+		st.KeyNotConfirmed = in.state == StateEncrypted && !c.selectable(in)
 	}
 	for _, i := range c.all() {
 		if i.state != StatePlaintext || i.ake.active() {
-			st.Instances = append(st.Instances, InstanceStatus{Instance: i.tag, State: i.state, Version: int(i.version)})
+			is := InstanceStatus{Instance: i.tag, State: i.state, Version: int(i.version), Current: i == c.current}
+			if i.hasFP {
+				is.Fingerprint, is.HasFingerprint = i.fp, true
+				is.Trusted = c.trusted(i.fp)
+			}
+			st.Instances = append(st.Instances, is)
 		}
 	}
 	return st

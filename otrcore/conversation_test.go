@@ -225,7 +225,7 @@ func hasKind(evs []Event, k EventKind) bool {
 func TestNextDHRangeChecked(t *testing.T) {
 	_, a, b := securePair(t, Options{Policy: PolicyManual}, Options{Policy: PolicyManual})
 	now := time.Unix(2e9, 0)
-	in := a.conv.sendTarget()
+	in, _ := a.conv.sendTarget()
 	for _, bad := range []*big.Int{big.NewInt(1), big.NewInt(0), new(big.Int).Sub(otrGroup().p, big.NewInt(1))} {
 		// Forge a correctly MACed message from alice announcing a bad key.
 		saved := in.keys.our[1].pub

@@ -103,7 +103,7 @@ func TestErrorPrefixOnce(t *testing.T) {
 	events("tampered data message", r, EventUnreadable)
 
 	// A malformed SMP message and a truncated TLV, correctly encrypted.
-	bin := b.conv.sendTarget()
+	bin, _ := b.conv.sendTarget()
 	var smp Result
 	if err := b.conv.sendData(&smp, bin, now, "", []tlv{{typ: tlvSMP1, value: []byte{0, 0, 0, 9}}}, 0); err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func (c *Conversation) receivePlain(res *Result, now time.Time, p *parsedLine) e
 		return nil
 	}
 	c.gotPlaintext = true
-	if in := c.sendTarget(); in != nil {
+	if in := c.anySession(); in != nil {
 		res.event(Event{Kind: EventPlaintextInSession, Instance: in.tag})
 	}
 	if p.info.Tagged && c.opts.Policy.has(WhitespaceStartAKE) {
@@ -82,7 +82,7 @@ func (c *Conversation) receiveError(res *Result, now time.Time, msg string) erro
 	if !c.enabled() {
 		return nil
 	}
-	if in := c.sendTarget(); in != nil && in.state == StateEncrypted && !c.lastTextAt.IsZero() && now.Sub(c.lastTextAt) < resendWindow {
+	if _, err := c.inSession(); err == nil && !c.lastTextAt.IsZero() && now.Sub(c.lastTextAt) < resendWindow {
 		c.resendArmed = true
 	}
 	if c.opts.Policy.has(ErrorStartAKE) {
@@ -245,13 +245,18 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *
 	}
 	in.lastRecv = now
 	in.recvSinceSent = true
-	c.active = in
+	if in != c.current && c.selectable(in) {
+		// The peer speaks from this instance: replies follow, as long as
+		// the key is the one the user was talking to (or trusted).
+		c.setCurrent(in)
+	}
 	text, tlvs, err := splitPlaintext(plain)
 	if err != nil {
 		res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
 	}
 	if len(text) > 0 {
 		res.Text, res.HasText, res.Encrypted = string(text), true, true
+		res.Fingerprint, res.Trusted, res.Current = in.fp, c.trusted(in.fp), in == c.current
 	}
 	var smpOut []tlv
 	for _, t := range tlvs {

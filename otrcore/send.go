@@ -6,21 +6,6 @@ import (
 	"time"
 )
 
-// sendTarget picks the instance user messages go to: the active one if it
-// is not in plaintext, else the most recently used encrypted one.
-func (c *Conversation) sendTarget() *instance {
-	if c.active != nil && c.active.state != StatePlaintext {
-		return c.active
-	}
-	var best *instance
-	for _, in := range c.all() {
-		if in.state == StateEncrypted && (best == nil || in.lastUsed.After(best.lastUsed)) {
-			best = in
-		}
-	}
-	return best
-}
-
 // emit encodes a binary OTR message for in and appends it, fragmented to
 // the line limit, to the result.
 func (c *Conversation) emit(res *Result, in *instance, kind OutKind, version uint16, msg []byte) error {
@@ -91,6 +76,7 @@ func (c *Conversation) End(now time.Time) Result {
 		}
 		in.dropAKE()
 	}
+	c.current, c.bound = nil, false
 	c.gotPlaintext = false
 	c.resendArmed = false
 	return res
@@ -115,7 +101,10 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		res.send(OutPlaintext, 0, text)
 		return res, nil
 	}
-	in := c.sendTarget()
+	in, err := c.sendTarget()
+	if err != nil {
+		return res, err
+	}
 	if in != nil && in.state == StateFinished {
 		return res, ErrFinished
 	}
@@ -203,7 +192,10 @@ func (c *Conversation) flushHeld(res *Result, in *instance, now time.Time) error
 // even though its key was not seen before: the user has checked it.
 func (c *Conversation) ReleaseHeld(now time.Time) (Result, error) {
 	var res Result
-	in := c.sendTarget()
+	in, err := c.sendTarget()
+	if err != nil {
+		return res, err
+	}
 	if in == nil || in.state != StateEncrypted {
 		return res, ErrNotEncrypted
 	}
@@ -229,7 +221,10 @@ func (c *Conversation) DiscardHeld() int {
 func (c *Conversation) SendExtraKey(now time.Time, use uint32, useData []byte) ([32]byte, Result, error) {
 	var res Result
 	var key [32]byte
-	in, err := c.smpTarget()
+	in, err := c.sendTarget()
+	if err == nil && (in == nil || in.state != StateEncrypted) {
+		err = ErrNotEncrypted
+	}
 	if err != nil {
 		return key, res, err
 	}
@@ -252,7 +247,7 @@ func (c *Conversation) SendExtraKey(now time.Time, use uint32, useData []byte) (
 // rotates keys and reveals old MAC keys. It fails without a session.
 func (c *Conversation) Heartbeat(now time.Time) (Result, error) {
 	var res Result
-	in, err := c.smpTarget()
+	in, err := c.inSession()
 	if err != nil {
 		return res, err
 	}

@@ -137,16 +137,24 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 	in.state = StateEncrypted
 	in.lastRecv = now
 	in.lastSent = now
-	c.active = in
+	if c.selectable(in) {
+		c.setCurrent(in)
+	}
+	current := c.current == in
 
-	trusted := c.acct.Trust != nil && c.acct.Trust.IsTrusted(c.peer, fp)
+	trusted := c.trusted(fp)
 	known, others := c.fingerprintHistory(fp)
 	if !known {
 		res.event(Event{Kind: EventNewFingerprint, Instance: in.tag, Version: int(r.version), Fingerprint: fp, Trusted: trusted})
 		c.seenFPs = append(c.seenFPs, fp)
 	}
 	res.event(Event{Kind: EventGoneSecure, Instance: in.tag, Version: int(r.version), Fingerprint: fp,
-		SSID: r.ssid, WeSentRevealSig: r.weSentRevealSig, Trusted: trusted, Refresh: refresh})
+		SSID: r.ssid, WeSentRevealSig: r.weSentRevealSig, Trusted: trusted, Refresh: refresh, Current: current})
+	if !current || !c.selectable(in) {
+		// Another session carries on, or this one's key changed: user
+		// messages wait for the user's choice.
+		return nil
+	}
 
 	// Held and resent messages go only to a key seen before for this peer
 	// (or, on first contact, to whoever answered) or to a trusted key.
@@ -189,4 +197,86 @@ func (c *Conversation) fingerprintHistory(fp Fingerprint) (known, others bool) {
 		}
 	}
 	return known, others
+}
+
+// trusted reports whether fp is verified for the peer.
+func (c *Conversation) trusted(fp Fingerprint) bool {
+	return c.acct.Trust != nil && c.acct.Trust.IsTrusted(c.peer, fp)
+}
+
+// selectable reports whether the engine may, on its own, send the user's
+// messages to the encrypted instance in: nothing binds the user yet (no
+// session since the start or since End), in has the key the user was
+// talking to, or a trusted key. Never, on its own, from one key to a
+// different key that is not trusted: that takes SetCurrentInstance.
+func (c *Conversation) selectable(in *instance) bool {
+	return !c.bound || in.fp == c.boundFP || c.trusted(in.fp)
+}
+
+// setCurrent makes in the instance user messages go to, bound to its key.
+func (c *Conversation) setCurrent(in *instance) {
+	c.current = in
+	c.boundFP, c.bound = in.fp, in.hasFP
+}
+
+// sendTarget returns the instance user messages go to: the current one
+// when it has a session (encrypted or finished), nil when no instance has
+// one. It never falls back to another instance: it fails with
+// ErrKeyNotConfirmed when the current session's key changed to one that
+// is not trusted, or when the current instance has no session but another
+// has (the user has to choose with SetCurrentInstance).
+func (c *Conversation) sendTarget() (*instance, error) {
+	if in := c.current; in != nil && in.state != StatePlaintext {
+		if in.state == StateEncrypted && !c.selectable(in) {
+			return nil, ErrKeyNotConfirmed
+		}
+		return in, nil
+	}
+	for _, in := range c.all() {
+		if in.state != StatePlaintext {
+			return nil, ErrKeyNotConfirmed
+		}
+	}
+	return nil, nil
+}
+
+// anySession returns the current instance if it has a session (encrypted
+// or finished), else any instance that has one, else nil.
+func (c *Conversation) anySession() *instance {
+	if c.current != nil && c.current.state != StatePlaintext {
+		return c.current
+	}
+	for _, in := range c.all() {
+		if in.state != StatePlaintext {
+			return in
+		}
+	}
+	return nil
+}
+
+// inSession returns the current instance if it is encrypted, whatever
+// its key: SMP (which verifies the key) and heartbeats go there.
+func (c *Conversation) inSession() (*instance, error) {
+	if in := c.current; in != nil && in.state == StateEncrypted {
+		return in, nil
+	}
+	return nil, ErrNotEncrypted
+}
+
+// SetCurrentInstance makes the encrypted session with the peer instance
+// tag (0 for an OTRv2 session) the one user messages and SMP go to, and
+// binds them to its key. It is how the user chooses between sessions
+// with different keys, or confirms that the current session's new key is
+// the one they mean; Status lists the instances.
+func (c *Conversation) SetCurrentInstance(tag uint32) error {
+	for _, in := range c.all() {
+		if in.tag == tag {
+			if in.state != StateEncrypted {
+				return ErrNotEncrypted
+			}
+			c.setCurrent(in)
+			return nil
+		}
+	}
+	return ErrUnknownInstance
 }

@@ -30,21 +30,20 @@ func (c *Conversation) smpEvent(res *Result, in *instance, ev smpEvent) {
 	res.event(e)
 }
 
-// smpTarget returns the encrypted instance SMP commands apply to.
-func (c *Conversation) smpTarget() (*instance, error) {
-	in := c.sendTarget()
-	if in == nil || in.state != StateEncrypted {
-		return nil, ErrNotEncrypted
-	}
-	return in, nil
-}
+// The SMP API acts on the current instance (Status, SetCurrentInstance),
+// even when its key is not confirmed: SMP is how the user verifies it.
+// An exchange is bound to the session's key (the secret mixes in both
+// fingerprints and the session id), and every SMP event carries the
+// Instance and Fingerprint it concerns: a success verifies that key, not
+// the nick. A request from another instance is answered by making that
+// instance current first.
 
 // StartSMP starts the Socialist Millionaires' Protocol with the peer of
-// the active encrypted session, optionally with a question. An exchange
+// the current encrypted session, optionally with a question. An exchange
 // already running is aborted first.
 func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool, secret string) (Result, error) {
 	var res Result
-	in, err := c.smpTarget()
+	in, err := c.inSession()
 	if err != nil {
 		return res, err
 	}
@@ -73,10 +72,11 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 	return res, c.sendData(&res, in, now, "", out, flagIgnoreUnreadable)
 }
 
-// RespondSMP answers the peer's SMP request with our secret.
+// RespondSMP answers the SMP request of the current session's peer with
+// our secret; ErrNoSMPRequest when that session has none pending.
 func (c *Conversation) RespondSMP(now time.Time, secret string) (Result, error) {
 	var res Result
-	in, err := c.smpTarget()
+	in, err := c.inSession()
 	if err != nil {
 		return res, err
 	}
@@ -93,10 +93,10 @@ func (c *Conversation) RespondSMP(now time.Time, secret string) (Result, error) 
 	return res, c.sendData(&res, in, now, "", []tlv{t}, flagIgnoreUnreadable)
 }
 
-// AbortSMP aborts a running SMP exchange and tells the peer.
+// AbortSMP aborts the current session's SMP exchange and tells the peer.
 func (c *Conversation) AbortSMP(now time.Time) (Result, error) {
 	var res Result
-	in, err := c.smpTarget()
+	in, err := c.inSession()
 	if err != nil {
 		return res, err
 	}
