@@ -173,6 +173,11 @@ const (
 	// EventPlaintextInSession: a plaintext message arrived while the
 	// session is encrypted; Result.Text holds it, unauthenticated.
 	EventPlaintextInSession
+	// EventPlaintextWhileRequired: a plaintext message arrived with no
+	// session while the policy requires encryption; Result.Text holds it,
+	// to be shown with a warning that it was not encrypted (spec
+	// "Receiving plaintext").
+	EventPlaintextWhileRequired
 	// EventUnreadable: an encrypted message could not be decrypted (wrong
 	// or expired keys, failed MAC, replayed counter).
 	EventUnreadable
@@ -235,7 +240,8 @@ const (
 
 var eventNames = map[EventKind]string{
 	EventGoneSecure: "gone-secure", EventGoneInsecure: "gone-insecure", EventPeerFinished: "peer-finished",
-	EventPlaintextInSession: "plaintext-in-session", EventUnreadable: "unreadable", EventMalformed: "malformed",
+	EventPlaintextInSession: "plaintext-in-session", EventPlaintextWhileRequired: "plaintext-while-required",
+	EventUnreadable: "unreadable", EventMalformed: "malformed",
 	EventNotInPrivate: "not-in-private", EventMessageHeld: "message-held", EventHeldSent: "held-sent",
 	EventHeldBlocked: "held-blocked", EventNewFingerprint: "new-fingerprint",
 	EventExtraKey: "extra-key", EventPeerError: "peer-error", EventProtocolError: "protocol-error",

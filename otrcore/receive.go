@@ -67,6 +67,8 @@ func (c *Conversation) receivePlain(res *Result, now time.Time, p *parsedLine) e
 	c.gotPlaintext = true
 	if in := c.anySession(); in != nil {
 		res.event(Event{Kind: EventPlaintextInSession, Instance: in.tag})
+	} else if c.opts.Policy.has(RequireEncryption) {
+		res.event(Event{Kind: EventPlaintextWhileRequired})
 	}
 	if p.info.Tagged && c.opts.Policy.has(WhitespaceStartAKE) {
 		return c.startAKE(res, now, p.info.offers)

@@ -111,3 +111,21 @@ func TestTooLargeReported(t *testing.T) {
 	}
 	checkErrPrefix(t, "too large", events[0].Err)
 }
+
+// TestPlaintextWhileRequiredFlagged: plaintext arriving with no session
+// while the policy requires encryption is shown with a warning event
+// (spec "Receiving plaintext"), tagged or not; not under other policies.
+func TestPlaintextWhileRequiredFlagged(t *testing.T) {
+	now := time.Unix(2e9, 0)
+	for _, line := range []string{"in clear", "in clear" + wsTagBase + wsTagV3} {
+		a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyAlways})
+		res, _ := a.conv.Receive(now, line)
+		if !res.HasText || res.Text != "in clear" || res.Encrypted || !hasKind(res.Events, EventPlaintextWhileRequired) {
+			t.Errorf("%q under always: %+v", line, res)
+		}
+		m := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyOpportunistic})
+		if res, _ := m.conv.Receive(now, line); !res.HasText || hasKind(res.Events, EventPlaintextWhileRequired) {
+			t.Errorf("%q under opportunistic: %+v", line, res)
+		}
+	}
+}
