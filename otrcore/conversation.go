@@ -15,6 +15,11 @@ const (
 	heartbeatInterval = 60 * time.Second
 	// akeTimeout: an unfinished AKE's secrets are forgotten after this.
 	akeTimeout = 60 * time.Second
+	// fragmentTimeout: a partial fragmented message that received no
+	// piece for this long is forgotten. It counts from the last piece, not
+	// the first: a long message at an IRC server's pace (a line every two
+	// seconds or so) may take minutes, but never pauses this long.
+	fragmentTimeout = 90 * time.Second
 	// resendWindow: after an OTR error, our last message is offered again
 	// to a re-established session if it was sent this recently.
 	resendWindow = 60 * time.Second
@@ -59,8 +64,10 @@ type instance struct {
 	lastSent time.Time
 	lastRecv time.Time
 	lastUsed time.Time
-	// recvSinceSent: a data message arrived after our last one, so the
-	// peer is waiting for our next key (heartbeat candidate).
+	// recvSinceSent: a data message with text or TLVs arrived after our
+	// last one, so the peer is waiting for our next key (heartbeat
+	// candidate). A heartbeat never sets it: two engines would otherwise
+	// answer each other's heartbeats forever.
 	recvSinceSent bool
 }
 
@@ -127,6 +134,10 @@ type Conversation struct {
 
 	lastError time.Time
 	seenFPs   []Fingerprint
+
+	// lastActivity is the time of the last call carrying traffic or a
+	// user action (anything but Tick and Status).
+	lastActivity time.Time
 }
 
 // NewConversation returns the conversation state for peer. acct must have

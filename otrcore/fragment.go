@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Fragment markers (spec "Fragmentation"). "?OTR|" must be checked before
@@ -253,7 +254,13 @@ type reassembler struct {
 	// continuation from another version or sender resets the buffer.
 	version   uint16
 	senderTag uint32
+	// last is when the caller last added a piece; a message left partial
+	// for fragmentTimeout is forgotten (Conversation.Tick).
+	last time.Time
 }
+
+// pending reports whether a partial message is stored.
+func (r *reassembler) pending() bool { return r.n != 0 }
 
 // reset forgets any stored fragment (F = "", K = N = 0). Call it on every
 // unfragmented or non-OTR message from the same peer, as the spec requires.
@@ -280,10 +287,9 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 	}
 	switch {
 	case f.k == 1:
+		// The buffer grows with the pieces received, never with the count
+		// n the peer announces.
 		r.reset()
-		// Expect n pieces of this size (the last may be shorter), within
-		// the cap, so the buffer grows once.
-		r.buf = make([]byte, 0, min(len(f.piece)*f.n, maxReassembled))
 		if err := r.appendPiece(f.piece); err != nil {
 			return "", false, err
 		}
@@ -309,9 +315,17 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 
 // appendPiece appends p to the buffer, enforcing maxReassembled.
 func (r *reassembler) appendPiece(p string) error {
-	if size := len(r.buf) + len(p); size > maxReassembled {
+	size := len(r.buf) + len(p)
+	if size > maxReassembled {
 		r.reset()
 		return &sizeError{size: size, limit: maxReassembled, what: "fragmented message", step: errFragmentTooLarge}
+	}
+	if size > cap(r.buf) {
+		// Grow by doubling, but never past the cap: the buffer holds at
+		// most twice what was received, and at most maxReassembled.
+		b := make([]byte, len(r.buf), min(max(2*cap(r.buf), size), maxReassembled))
+		copy(b, r.buf)
+		r.buf = b
 	}
 	r.buf = append(r.buf, p...)
 	return nil

@@ -14,6 +14,7 @@ import (
 // local failures (such as the randomness source failing).
 func (c *Conversation) Receive(now time.Time, line string) (Result, error) {
 	var res Result
+	c.lastActivity = now
 	p := parseLine(line)
 	if p.info.Kind != LineFragment && !p.badFragment {
 		// Any unfragmented message ends a reassembly in progress (spec
@@ -171,6 +172,7 @@ func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPie
 		return nil
 	}
 	if !complete {
+		in.frag.last = now
 		return nil
 	}
 	p := parseLine(msg)
@@ -216,6 +218,17 @@ func (c *Conversation) receiveMessage(res *Result, now time.Time, p *parsedLine)
 	return c.receiveAKE(res, in, now, p.ake)
 }
 
+// hasContentTLV reports whether tlvs hold anything but padding: a data
+// message with only padding TLVs is a heartbeat too.
+func hasContentTLV(tlvs []tlv) bool {
+	for _, t := range tlvs {
+		if t.typ != tlvPadding {
+			return true
+		}
+	}
+	return false
+}
+
 // notInPrivate handles a data message for an instance without a session:
 // the user is told, and unless the sender flagged it IGNORE_UNREADABLE
 // the peer gets a (rate-limited) error so it can re-key.
@@ -246,7 +259,6 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *
 		return nil
 	}
 	in.lastRecv = now
-	in.recvSinceSent = true
 	if in != c.current && c.selectable(in) {
 		// The peer speaks from this instance: replies follow, as long as
 		// the key is the one the user was talking to (or trusted).
@@ -259,6 +271,9 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *
 	if len(text) > 0 {
 		res.Text, res.HasText, res.Encrypted = string(text), true, true
 		res.Fingerprint, res.Trusted, res.Current = in.fp, c.trusted(in.fp), in == c.current
+	}
+	if len(text) > 0 || hasContentTLV(tlvs) {
+		in.recvSinceSent = true
 	}
 	var smpOut []tlv
 	for _, t := range tlvs {

@@ -50,6 +50,7 @@ func (c *Conversation) sendError(res *Result, now time.Time) {
 // message; in an encrypted session this refreshes the keys. It fails with
 // ErrPolicy when the policy allows no OTR version.
 func (c *Conversation) Start(now time.Time) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	if c.opts.Policy.versions() == 0 {
 		return res, ErrPolicy
@@ -61,6 +62,7 @@ func (c *Conversation) Start(now time.Time) (Result, error) {
 // End ends the private conversation: encrypted instances are told with a
 // TLV 1 "disconnected" message and every instance returns to PLAINTEXT.
 func (c *Conversation) End(now time.Time) Result {
+	c.lastActivity = now
 	var res Result
 	for _, in := range c.all() {
 		switch in.state {
@@ -96,6 +98,7 @@ func (c *Conversation) toPlaintext(in *instance) {
 // refused with ErrFinished. Nothing is ever sent in clear when the policy
 // or state forbids it.
 func (c *Conversation) Send(now time.Time, text string) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	if !c.enabled() {
 		res.send(OutPlaintext, 0, text)
@@ -191,6 +194,7 @@ func (c *Conversation) flushHeld(res *Result, in *instance, now time.Time) error
 // ReleaseHeld sends the held messages to the current encrypted session
 // even though its key was not seen before: the user has checked it.
 func (c *Conversation) ReleaseHeld(now time.Time) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	in, err := c.sendTarget()
 	if err != nil {
@@ -219,6 +223,7 @@ func (c *Conversation) DiscardHeld() int {
 // key it refers to (Protocol-v3.html, "Extra symmetric key"). use and
 // useData tell the peer what the key is for.
 func (c *Conversation) SendExtraKey(now time.Time, use uint32, useData []byte) ([32]byte, Result, error) {
+	c.lastActivity = now
 	var res Result
 	var key [32]byte
 	in, err := c.sendTarget()

@@ -42,6 +42,7 @@ func (c *Conversation) smpEvent(res *Result, in *instance, ev smpEvent) {
 // the current encrypted session, optionally with a question. An exchange
 // already running is aborted first.
 func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool, secret string) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	in, err := c.inSession()
 	if err != nil {
@@ -75,6 +76,7 @@ func (c *Conversation) StartSMP(now time.Time, question string, hasQuestion bool
 // RespondSMP answers the SMP request of the current session's peer with
 // our secret; ErrNoSMPRequest when that session has none pending.
 func (c *Conversation) RespondSMP(now time.Time, secret string) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	in, err := c.inSession()
 	if err != nil {
@@ -95,6 +97,7 @@ func (c *Conversation) RespondSMP(now time.Time, secret string) (Result, error) 
 
 // AbortSMP aborts the current session's SMP exchange and tells the peer.
 func (c *Conversation) AbortSMP(now time.Time) (Result, error) {
+	c.lastActivity = now
 	var res Result
 	in, err := c.inSession()
 	if err != nil {
