@@ -161,7 +161,7 @@ type EventKind int
 // Event kinds.
 const (
 	// EventGoneSecure: an AKE completed. Fingerprint, SSID, Instance,
-	// Version, Trusted and Refresh are set.
+	// Version, Trusted, Refresh and Current are set.
 	EventGoneSecure EventKind = iota + 1
 	// EventGoneInsecure: an encrypted session ended on our side (the user
 	// ended it), back to plaintext.
@@ -210,7 +210,9 @@ const (
 	// It never contains message plaintext.
 	EventProtocolError
 	// EventSMPRequest: the peer started SMP; Question/HasQuestion are set.
-	// Answer with RespondSMP or AbortSMP.
+	// Answer with RespondSMP or AbortSMP (they act on the current
+	// instance). Every SMP event carries the Instance and Fingerprint of
+	// the session it belongs to.
 	EventSMPRequest
 	// EventSMPProgress: an SMP step completed; the protocol goes on.
 	EventSMPProgress

@@ -248,7 +248,7 @@ func (c *Conversation) SendExtraKey(now time.Time, use uint32, useData []byte) (
 	return key, res, c.sendData(&res, in, now, "", []tlv{{typ: tlvExtraSymKey, value: v}}, flagIgnoreUnreadable)
 }
 
-// Heartbeat sends an empty encrypted message to the active session, which
+// Heartbeat sends an empty encrypted message to the current session, which
 // rotates keys and reveals old MAC keys. It fails without a session.
 func (c *Conversation) Heartbeat(now time.Time) (Result, error) {
 	var res Result

@@ -406,6 +406,10 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 		n.notifyPeer(nick, fmt.Sprintf("an encrypted message from %s could not be read", nick))
 	case otrcore.EventMalformed:
 		n.notifyPeer(nick, fmt.Sprintf("a malformed OTR message from %s was ignored", nick))
+	case otrcore.EventTooLarge:
+		n.notifyPeer(nick, fmt.Sprintf("an OTR message from %s was too large (over %d bytes) and was dropped", nick, ev.Size))
+	case otrcore.EventPolicyIgnored:
+		n.notifyPeer(nick, fmt.Sprintf("%s sent an OTR message, but your policy for %s is %s: it was ignored", nick, nick, p.conv.Policy()))
 	case otrcore.EventNotInPrivate:
 		n.notifyPeer(nick, fmt.Sprintf("%s sent an encrypted message but there is no private conversation; it could not be read", nick))
 	case otrcore.EventMessageHeld:
