@@ -407,7 +407,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventMalformed:
 		n.notifyPeer(nick, fmt.Sprintf("a malformed OTR message from %s was ignored", nick))
 	case otrcore.EventTooLarge:
-		n.notifyPeer(nick, fmt.Sprintf("an OTR message from %s was too large (over %d bytes) and was dropped", nick, ev.Size))
+		n.notifyPeer(nick, fmt.Sprintf("an OTR message from %s was too large (at least %d bytes) and was dropped", nick, ev.Size))
 	case otrcore.EventPolicyIgnored:
 		n.notifyPeer(nick, fmt.Sprintf("%s sent an OTR message, but your policy for %s is %s: it was ignored", nick, nick, p.conv.Policy()))
 	case otrcore.EventNotInPrivate:
