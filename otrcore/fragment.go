@@ -290,14 +290,14 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 		// The buffer grows with the pieces received, never with the count
 		// n the peer announces.
 		r.reset()
-		if err := r.appendPiece(f.piece); err != nil {
+		if err := r.appendPiece(f.piece, f.n-f.k); err != nil {
 			return "", false, err
 		}
 		r.k, r.n = 1, uint16(f.n)
 		r.version, r.senderTag = f.version, f.senderTag
 	case r.n != 0 && f.n == int(r.n) && f.k == int(r.k)+1 &&
 		f.version == r.version && f.senderTag == r.senderTag:
-		if err := r.appendPiece(f.piece); err != nil {
+		if err := r.appendPiece(f.piece, f.n-f.k); err != nil {
 			return "", false, err
 		}
 		r.k = uint16(f.k)
@@ -313,17 +313,21 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 	return "", false, nil
 }
 
-// appendPiece appends p to the buffer, enforcing maxReassembled.
-func (r *reassembler) appendPiece(p string) error {
+// appendPiece appends p to the buffer, enforcing maxReassembled. more is
+// the number of pieces still announced after p.
+func (r *reassembler) appendPiece(p string, more int) error {
 	size := len(r.buf) + len(p)
 	if size > maxReassembled {
 		r.reset()
 		return &sizeError{size: size, limit: maxReassembled, what: "fragmented message", step: errFragmentTooLarge}
 	}
 	if size > cap(r.buf) {
-		// Grow by doubling, but never past the cap: the buffer holds at
-		// most twice what was received, and at most maxReassembled.
-		b := make([]byte, len(r.buf), min(max(2*cap(r.buf), size), maxReassembled))
+		// Double, but no further than the announced pieces need if they
+		// are the size of this one (so the last piece does not double the
+		// buffer), and never past maxReassembled: the buffer holds at
+		// most twice what was received.
+		want := min(2*cap(r.buf), size+len(p)*more)
+		b := make([]byte, len(r.buf), min(max(want, size), maxReassembled))
 		copy(b, r.buf)
 		r.buf = b
 	}
