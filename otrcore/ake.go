@@ -208,14 +208,13 @@ func (a *ake) replyDHKey(env akeEnv, m *dhCommitMsg, now time.Time) (*dhKeyMsg, 
 
 // handleCommit applies "Receiving a D-H Commit Message". It returns the
 // message to send (a D-H Key, or our own D-H Commit again), if any.
-func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (any, error) {
+func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (akeMessage, error) {
 	switch a.state {
 	case authAwaitingDHKey:
 		if a.version == m.version && bytes.Compare(a.ourHashGx[:], m.hashGx) > 0 {
 			// Ours wins the collision: ignore theirs and resend our commit.
 			return a.commit, nil
 		}
-		return a.replyDHKey(env, m, now)
 	case authAwaitingRevealSig:
 		if a.version == m.version {
 			// Retransmit the same D-H Key, but remember the new commit.
@@ -223,10 +222,13 @@ func (a *ake) handleCommit(env akeEnv, m *dhCommitMsg, now time.Time) (any, erro
 			a.hashGx = m.hashGx
 			return a.dhKey, nil
 		}
-		return a.replyDHKey(env, m, now)
-	default: // NONE, AWAITING_SIG
-		return a.replyDHKey(env, m, now)
 	}
+	// NONE, AWAITING_SIG, or a commit of another version.
+	k, err := a.replyDHKey(env, m, now)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return k, nil
 }
 
 // errReflected reports our own DH public key coming back to us.
@@ -241,7 +243,7 @@ func (a *ake) handleDHKey(env akeEnv, m *dhKeyMsg) (*revealSigMsg, error) {
 			return nil, nil
 		}
 		if err := env.gr.checkElement(m.gy); err != nil {
-			return nil, fmt.Errorf("otrcore: D-H Key: g^y: %w", err)
+			return nil, fmt.Errorf("%w: g^y of a D-H Key", err)
 		}
 		if m.gy.Cmp(a.our.public(env.gr)) == 0 {
 			return nil, errReflected
@@ -280,7 +282,7 @@ func (a *ake) signedPart(env akeEnv, macKey, mac2Key, encKey, firstMPI, secondMP
 	digest := m.Sum(nil)
 	sig, err := env.key.sign(env.rand, digest)
 	if err != nil {
-		return nil, mac, fmt.Errorf("otrcore: signing the AKE: %w", err)
+		return nil, mac, fmt.Errorf("%w (signing the AKE)", err)
 	}
 	x := make([]byte, 0, len(pub)+4+len(sig))
 	x = append(x, pub...)
@@ -353,7 +355,7 @@ func (a *ake) handleRevealSig(env akeEnv, m *revealSigMsg) (*signatureMsg, *akeR
 		return nil, nil, errors.New("otrcore: Reveal Signature: malformed g^x")
 	}
 	if err := env.gr.checkElement(gx); err != nil {
-		return nil, nil, fmt.Errorf("otrcore: Reveal Signature: g^x: %w", err)
+		return nil, nil, fmt.Errorf("%w: g^x of a Reveal Signature", err)
 	}
 	if gx.Cmp(a.our.public(env.gr)) == 0 {
 		return nil, nil, errReflected
@@ -364,7 +366,7 @@ func (a *ake) handleRevealSig(env akeEnv, m *revealSigMsg) (*signatureMsg, *akeR
 	defer keys.wipe()
 	pub, keyID, err := verifySignedPart(keys.m1[:], keys.m2[:], keys.c[:], m.encSig, m.mac, gxMPI, a.ourMPI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("otrcore: Reveal Signature: %w", err)
+		return nil, nil, fmt.Errorf("%w (Reveal Signature)", err)
 	}
 	encSig, mac, err := a.signedPart(env, keys.m1Prime[:], keys.m2Pr[:], keys.cPrime[:], a.ourMPI, gxMPI)
 	if err != nil {
@@ -385,7 +387,7 @@ func (a *ake) handleSig(env akeEnv, m *signatureMsg) (*akeResult, error) {
 	}
 	pub, keyID, err := verifySignedPart(a.keys.m1Prime[:], a.keys.m2Pr[:], a.keys.cPrime[:], m.encSig, m.mac, a.theirGyMPI, a.ourMPI)
 	if err != nil {
-		return nil, fmt.Errorf("otrcore: Signature: %w", err)
+		return nil, fmt.Errorf("%w (Signature)", err)
 	}
 	res := &akeResult{version: a.version, ourKey: a.our, theirKeyID: keyID, theirY: a.theirGy, theirPub: pub, ssid: a.keys.ssid, weSentRevealSig: true}
 	a.our = nil

@@ -116,10 +116,10 @@ func (w *astWorld) payload(line string) []byte {
 // the world's version and returns it.
 func (w *astWorld) only(res Result, typ byte) string {
 	w.t.Helper()
-	if len(res.Send) != 1 || len(res.Send[0]) != 1 {
+	if len(res.Send) != 1 || len(res.Send[0].Lines) != 1 {
 		w.t.Fatalf("want one %#02x message, sent %d (events %v)", typ, len(res.Send), res.Events)
 	}
-	line := res.Send[0][0]
+	line := res.Send[0].Lines[0]
 	h, err := decodeMessageType(w.payload(line))
 	if err != nil || h.msgType != typ || h.version != w.v {
 		w.t.Fatalf("want v%d message %#02x, got v%d %#02x (%v)", w.v, typ, h.version, h.msgType, err)
@@ -237,8 +237,8 @@ func (w *astWorld) advance(a *astAKE, n int) {
 		a.step++
 		switch a.step {
 		case 1:
-			q := a.rsp.Start(w.now)
-			a.query = q.Send[0][0]
+			q := mustStart(a.rsp, w.now)
+			a.query = q.Send[0].Lines[0]
 			a.commit = w.only(w.recv(a.ini, a.query), msgDHCommit)
 		case 2:
 			a.dhKey = w.only(w.recv(a.rsp, a.commit), msgDHKey)
@@ -290,7 +290,7 @@ func (w *astWorld) secure(ini, rsp *Conversation, iniAcct, rspAcct *Account) {
 		if err != nil || len(res.Send) != 1 {
 			w.t.Fatalf("%s: Send: %v, %d messages", d.text, err, len(res.Send))
 		}
-		if got := w.recv(d.to, res.Send[0][0]); got.Text != d.text || !got.Encrypted {
+		if got := w.recv(d.to, res.Send[0].Lines[0]); got.Text != d.text || !got.Encrypted {
 			w.t.Fatalf("%s: received %+v", d.text, got)
 		}
 	}
@@ -408,7 +408,7 @@ func TestAKEStateTable(t *testing.T) {
 					continue
 				}
 				ini, rsp := w.conv(w.ini), w.conv(w.rsp)
-				qI, qR := ini.Start(w.now).Send[0][0], rsp.Start(w.now).Send[0][0]
+				qI, qR := mustStart(ini, w.now).Send[0].Lines[0], mustStart(rsp, w.now).Send[0].Lines[0]
 				cI := w.only(w.recv(ini, qR), msgDHCommit)
 				cR := w.only(w.recv(rsp, qI), msgDHCommit)
 				if pin {
@@ -828,7 +828,7 @@ func TestAKEStateReflection(t *testing.T) {
 				w.t.Fatal("went secure with itself")
 			}
 			for _, m := range res.Send {
-				queue = append(queue, m...)
+				queue = append(queue, m.Lines...)
 			}
 		}
 		w.wantPlain(c, "mirror")
@@ -920,7 +920,7 @@ func TestAKEStateBadSignatureOrMAC(t *testing.T) {
 func TestAKEStateCrossingCommits(t *testing.T) {
 	forEachVersion(t, "crossing", func(w *astWorld) {
 		x, y := w.conv(w.ini), w.conv(w.rsp)
-		qx, qy := x.Start(w.now).Send[0][0], y.Start(w.now).Send[0][0]
+		qx, qy := mustStart(x, w.now).Send[0].Lines[0], mustStart(y, w.now).Send[0].Lines[0]
 		toX, toY := []string{qy}, []string{qx}
 		for round := 0; len(toX)+len(toY) > 0; round++ {
 			if round > 10 {
@@ -929,12 +929,12 @@ func TestAKEStateCrossingCommits(t *testing.T) {
 			var nx, ny []string
 			for _, l := range toX {
 				for _, m := range w.recv(x, l).Send {
-					ny = append(ny, m...)
+					ny = append(ny, m.Lines...)
 				}
 			}
 			for _, l := range toY {
 				for _, m := range w.recv(y, l).Send {
-					nx = append(nx, m...)
+					nx = append(nx, m.Lines...)
 				}
 			}
 			toX, toY = nx, ny
@@ -959,7 +959,7 @@ func TestAKEStateCrossingCommitsLibotr(t *testing.T) {
 			t.Parallel()
 			opts := Options{Policy: PolicyManual}
 			l := newLLink(t, opts, libotrpeer.PolicyManual, 0)
-			qU := l.us.conv.Start(l.now).Send[0][0]
+			qU := mustStart(l.us.conv, l.now).Send[0].Lines[0]
 			qL, err := l.lo.Query(l.ctx, usName)
 			if err != nil || len(qL.Out) == 0 {
 				t.Fatalf("libotr query: %v", err)
@@ -994,7 +994,7 @@ func TestAKEStateCrossingCommitsLibotr(t *testing.T) {
 					}
 				}
 			}
-			l.run([][]string{{cU}}, rL.Out)
+			l.run([]Outgoing{{Kind: OutAKE, Lines: []string{cU}}}, rL.Out)
 			l.checkSecure(3)
 			l.converse(2, 20)
 		})

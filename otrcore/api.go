@@ -93,12 +93,66 @@ type Result struct {
 	// Instance is the peer instance tag the received message came from
 	// (0 for OTRv2 and plaintext).
 	Instance uint32
-	// Send lists the messages to transmit to the peer, in order. Each
-	// element is one OTR message as lines (fragments) that must be sent
-	// back to back without anything in between.
-	Send [][]string
+	// For Encrypted text: Fingerprint is the key of the session it came
+	// from, Trusted whether that key is verified, and Current whether
+	// that session is the current one, where the user's replies go. Text
+	// from a session that is not current (another instance of the peer,
+	// perhaps with another key) should be marked as such.
+	Fingerprint Fingerprint
+	Trusted     bool
+	Current     bool
+	// Send lists the messages to transmit to the peer, in order.
+	Send []Outgoing
 	// Events reports what happened, in order.
 	Events []Event
+}
+
+// Outgoing is one message to transmit to the peer. Its lines (fragments of
+// one OTR message, or a single line) must go out in order, back to back,
+// with nothing else to the same peer in between.
+type Outgoing struct {
+	// Kind says what the message is, so that a transport can pace and
+	// coalesce without parsing the wire: a newer OutAKE message to the
+	// same peer and Instance supersedes an older one not yet sent.
+	Kind OutKind
+	// Instance is the peer instance tag the message is addressed to; 0
+	// for plaintext, queries, errors, OTRv2, and AKE messages sent before
+	// the peer's tag is known.
+	Instance uint32
+	Lines    []string
+}
+
+// OutKind classifies an Outgoing message.
+type OutKind int
+
+// Kinds of outgoing messages.
+const (
+	// OutPlaintext is the user's message in clear (policy and state allow
+	// it), possibly with a whitespace tag.
+	OutPlaintext OutKind = iota + 1
+	// OutQuery is an OTR Query Message.
+	OutQuery
+	// OutError is an OTR Error Message.
+	OutError
+	// OutAKE is one of the four AKE messages.
+	OutAKE
+	// OutText is a data message carrying the user's text (typed, released
+	// from the queue or resent).
+	OutText
+	// OutControl is a data message without user text: a heartbeat, SMP,
+	// the end of a session, an extra key.
+	OutControl
+)
+
+var outKindNames = [...]string{OutPlaintext: "plaintext", OutQuery: "query", OutError: "error", OutAKE: "ake",
+	OutText: "text", OutControl: "control"}
+
+// String returns the kind's name.
+func (k OutKind) String() string {
+	if k > 0 && int(k) < len(outKindNames) {
+		return outKindNames[k]
+	}
+	return fmt.Sprintf("OutKind(%d)", int(k))
 }
 
 // EventKind classifies an Event.
@@ -107,7 +161,7 @@ type EventKind int
 // Event kinds.
 const (
 	// EventGoneSecure: an AKE completed. Fingerprint, SSID, Instance,
-	// Version, Trusted and Refresh are set.
+	// Version, Trusted, Refresh and Current are set.
 	EventGoneSecure EventKind = iota + 1
 	// EventGoneInsecure: an encrypted session ended on our side (the user
 	// ended it), back to plaintext.
@@ -119,10 +173,17 @@ const (
 	// EventPlaintextInSession: a plaintext message arrived while the
 	// session is encrypted; Result.Text holds it, unauthenticated.
 	EventPlaintextInSession
+	// EventPlaintextWhileRequired: a plaintext message arrived with no
+	// session while the policy requires encryption; Result.Text holds it,
+	// to be shown with a warning that it was not encrypted (spec
+	// "Receiving plaintext").
+	EventPlaintextWhileRequired
 	// EventUnreadable: an encrypted message could not be decrypted (wrong
 	// or expired keys, failed MAC, replayed counter).
 	EventUnreadable
-	// EventMalformed: a message could not be parsed.
+	// EventMalformed: a line that starts like OTR (a LineMalformed line, see
+	// Classify) or a reassembled message could not be parsed; it was not
+	// shown. Err says why.
 	EventMalformed
 	// EventNotInPrivate: an encrypted data message arrived while we have no
 	// session with that instance.
@@ -136,9 +197,6 @@ const (
 	// session's key is neither one seen before for this peer nor trusted.
 	// They stay queued until ReleaseHeld or DiscardHeld.
 	EventHeldBlocked
-	// EventMessageRefused: a message was not sent at all (session
-	// finished, queue full, policy forbids); Err says why.
-	EventMessageRefused
 	// EventNewFingerprint: the peer presented a fingerprint not known
 	// before for this peer (per TrustStore and this conversation).
 	EventNewFingerprint
@@ -152,7 +210,9 @@ const (
 	// It never contains message plaintext.
 	EventProtocolError
 	// EventSMPRequest: the peer started SMP; Question/HasQuestion are set.
-	// Answer with RespondSMP or AbortSMP.
+	// Answer with RespondSMP or AbortSMP (they act on the current
+	// instance). Every SMP event carries the Instance and Fingerprint of
+	// the session it belongs to.
 	EventSMPRequest
 	// EventSMPProgress: an SMP step completed; the protocol goes on.
 	EventSMPProgress
@@ -166,20 +226,30 @@ const (
 	// EventSMPCheated: the peer's SMP message failed a check; SMP was
 	// aborted. Err says which.
 	EventSMPCheated
-	// EventQueryReceived: the peer asked for OTR with a query message or a
-	// whitespace tag, but the policy does not allow answering.
+	// EventQueryReceived: the peer asked for OTR with a query message, but
+	// the policy does not allow answering (for instance it is never).
 	EventQueryReceived
+	// EventPolicyIgnored: an OTR message (or the first fragment of one)
+	// arrived while the policy allows no OTR version (never), for an
+	// instance without a session; it was ignored and not shown. Queries
+	// give EventQueryReceived and errors EventPeerError instead.
+	EventPolicyIgnored
+	// EventTooLarge: an OTR message was longer than the engine accepts
+	// (64 KiB reassembled, 256 KiB encoded) and was dropped. Size is the
+	// number of bytes received for it when the limit was crossed.
+	EventTooLarge
 )
 
 var eventNames = map[EventKind]string{
 	EventGoneSecure: "gone-secure", EventGoneInsecure: "gone-insecure", EventPeerFinished: "peer-finished",
-	EventPlaintextInSession: "plaintext-in-session", EventUnreadable: "unreadable", EventMalformed: "malformed",
+	EventPlaintextInSession: "plaintext-in-session", EventPlaintextWhileRequired: "plaintext-while-required",
+	EventUnreadable: "unreadable", EventMalformed: "malformed",
 	EventNotInPrivate: "not-in-private", EventMessageHeld: "message-held", EventHeldSent: "held-sent",
-	EventHeldBlocked: "held-blocked", EventMessageRefused: "message-refused", EventNewFingerprint: "new-fingerprint",
+	EventHeldBlocked: "held-blocked", EventNewFingerprint: "new-fingerprint",
 	EventExtraKey: "extra-key", EventPeerError: "peer-error", EventProtocolError: "protocol-error",
 	EventSMPRequest: "smp-request", EventSMPProgress: "smp-progress", EventSMPSucceeded: "smp-succeeded",
 	EventSMPFailed: "smp-failed", EventSMPAborted: "smp-aborted", EventSMPCheated: "smp-cheated",
-	EventQueryReceived: "query-received",
+	EventQueryReceived: "query-received", EventPolicyIgnored: "policy-ignored", EventTooLarge: "too-large",
 }
 
 // String returns the event kind's name.
@@ -209,6 +279,13 @@ type Event struct {
 	// Refresh is set on EventGoneSecure when the session was already
 	// encrypted with the same key (a re-key), not a new session.
 	Refresh bool
+	// Current is set on EventGoneSecure when the session is the current
+	// one, where user messages go. A new session with a different key
+	// that is not trusted does not become current while the user is
+	// talking to another key, and a session whose key changed that way
+	// refuses user messages (Status.KeyNotConfirmed): the user chooses
+	// with SetCurrentInstance.
+	Current bool
 	// Count is a number of messages (EventHeldSent, EventHeldBlocked).
 	Count int
 	// Question is the SMP question (EventSMPRequest, when HasQuestion).
@@ -223,6 +300,8 @@ type Event struct {
 	KeyUseData []byte
 	// Message is peer-supplied text (EventPeerError).
 	Message string
+	// Size is a message size in bytes (EventTooLarge).
+	Size int
 	// Err explains failures; it never contains message plaintext.
 	Err error
 }
@@ -237,20 +316,28 @@ func SSIDString(ssid [8]byte, weSentRevealSig bool) string {
 	return a + " [" + b + "]"
 }
 
-// Status summarises a conversation for display.
+// Status summarises a conversation for display. The fields up to
+// SMPHasQuestion describe the current instance: the one user messages and
+// SMP go to.
 type Status struct {
-	// State is the message state of the active instance.
+	// State is the message state of the current instance (plaintext when
+	// there is none).
 	State MsgState
-	// Version is the protocol version of the active session, 0 if none.
+	// Version is the protocol version of the current session, 0 if none.
 	Version int
-	// Instance is the active peer instance tag.
+	// Instance is the current peer instance tag.
 	Instance uint32
-	// Fingerprint of the active session's peer key, when HasFingerprint.
+	// Fingerprint of the current session's peer key, when HasFingerprint.
 	Fingerprint    Fingerprint
 	HasFingerprint bool
 	// Trusted reports whether Fingerprint is verified.
 	Trusted bool
-	// SSID of the active session.
+	// KeyNotConfirmed reports that the current session's key changed to
+	// one that is neither the key the user was talking to nor trusted:
+	// Send refuses with ErrKeyNotConfirmed until SetCurrentInstance
+	// confirms it (SMP still works, to verify it).
+	KeyNotConfirmed bool
+	// SSID of the current session.
 	SSID            [8]byte
 	WeSentRevealSig bool
 	// SMPInProgress reports whether an SMP exchange is running;
@@ -262,15 +349,24 @@ type Status struct {
 	SMPHasQuestion    bool
 	// Held is the number of queued outgoing messages.
 	Held int
-	// Instances lists every known peer instance with its state.
+	// Instances lists every peer instance with a session or an AKE under
+	// way, the current one included.
 	Instances []InstanceStatus
 }
 
 // InstanceStatus describes one remote instance of the peer.
 type InstanceStatus struct {
+	// Instance is the peer's instance tag (0 for OTRv2).
 	Instance uint32
 	State    MsgState
 	Version  int
+	// Fingerprint of the instance's (last) session key, when
+	// HasFingerprint, and whether it is verified.
+	Fingerprint    Fingerprint
+	HasFingerprint bool
+	Trusted        bool
+	// Current marks the instance user messages go to.
+	Current bool
 }
 
 // Errors returned by Conversation methods.
@@ -287,4 +383,10 @@ var (
 	ErrNoSMPRequest = errors.New("otrcore: no SMP request to answer")
 	// ErrMessageTooLong: the message cannot be encoded.
 	ErrMessageTooLong = errors.New("otrcore: message too long")
+	// ErrKeyNotConfirmed: the current session's key is not the one the
+	// user was talking to and is not trusted, or only another instance has
+	// a session; the user must choose (SetCurrentInstance) or verify.
+	ErrKeyNotConfirmed = errors.New("otrcore: the session's key is not the one you were talking to and is not verified; confirm or verify it first")
+	// ErrUnknownInstance: SetCurrentInstance with a tag no instance has.
+	ErrUnknownInstance = errors.New("otrcore: no such instance of the peer")
 )

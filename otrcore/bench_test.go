@@ -17,7 +17,7 @@ func benchPair(b *testing.B, maxSize int) (*Conversation, *Conversation) {
 	a := NewConversation(&Account{Key: testKey(b, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
 	c := NewConversation(&Account{Key: testKey(b, 1), InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
 	now := time.Unix(1e9, 0)
-	pump(b, now, a, c, a.Start(now))
+	pump(b, now, a, c, mustStart(a, now))
 	if a.Status().State != StateEncrypted || c.Status().State != StateEncrypted {
 		b.Fatal("AKE failed")
 	}
@@ -34,7 +34,7 @@ func pump(tb testing.TB, now time.Time, from, to *Conversation, res Result) stri
 		}
 		var next Result
 		for _, m := range res.Send {
-			for _, line := range m {
+			for _, line := range m.Lines {
 				r, err := to.Receive(now, line)
 				if err != nil {
 					tb.Fatal(err)
@@ -59,7 +59,7 @@ func BenchmarkAKE(b *testing.B) {
 	for b.Loop() {
 		a := NewConversation(&Account{Key: ka, InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual})
 		c := NewConversation(&Account{Key: kb, InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual})
-		pump(b, now, a, c, a.Start(now))
+		pump(b, now, a, c, mustStart(a, now))
 		if a.Status().State != StateEncrypted {
 			b.Fatal("AKE failed")
 		}
@@ -96,7 +96,7 @@ func benchBurst(b *testing.B, size int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r, err := c.Receive(now, res.Send[0][0])
+		r, err := c.Receive(now, res.Send[0].Lines[0])
 		if err != nil || r.Text != msg {
 			b.Fatalf("burst: %v %q", err, r.Text)
 		}
@@ -121,7 +121,7 @@ func BenchmarkFragmented2000(b *testing.B) {
 			b.Fatal(err)
 		}
 		var text string
-		for _, line := range res.Send[0] {
+		for _, line := range res.Send[0].Lines {
 			r, err := c.Receive(now, line)
 			if err != nil {
 				b.Fatal(err)
@@ -153,7 +153,7 @@ func BenchmarkSessionHeap(b *testing.B) {
 		for i := 0; i < pairs; i++ {
 			a := NewConversation(&Account{Key: ka, InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual})
 			c := NewConversation(&Account{Key: kb, InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual})
-			pump(b, now, a, c, a.Start(now))
+			pump(b, now, a, c, mustStart(a, now))
 			for j := 0; j < 4; j++ {
 				res, _ := a.Send(now, "hello")
 				pump(b, now, a, c, res)

@@ -95,7 +95,7 @@ var (
 func fzLines(res Result) []string {
 	var out []string
 	for _, m := range res.Send {
-		out = append(out, m...)
+		out = append(out, m.Lines...)
 	}
 	return out
 }
@@ -220,7 +220,7 @@ func fzCheckOut(t *testing.T, what string, res Result) {
 	t.Helper()
 	for _, msg := range res.Send {
 		var whole strings.Builder
-		for _, line := range msg {
+		for _, line := range msg.Lines {
 			if len(line) > fzMMS {
 				t.Fatalf("%s: %d-byte line exceeds MaxMessageSize %d: %.60q", what, len(line), fzMMS, line)
 			}
@@ -244,6 +244,7 @@ func fzCheckOut(t *testing.T, what string, res Result) {
 		}
 	}
 	for _, e := range res.Events {
+		checkErrPrefix(t, what+": "+e.Kind.String(), e.Err)
 		for _, m := range fzMarkers {
 			if e.Err != nil && strings.Contains(e.Err.Error(), m) {
 				t.Fatalf("%s: typed text in an event error: %v", what, e.Err)
@@ -325,7 +326,7 @@ func fzAKE(tb testing.TB, v2 bool, idx int, replace []byte) (alice, bob *Convers
 		to   *Conversation
 		line string
 	}
-	queue := []item{{bob, fzLines(alice.Start(fzNow))[0]}}
+	queue := []item{{bob, fzLines(mustStart(alice, fzNow))[0]}}
 	for n := 0; len(queue) > 0; n++ {
 		if n > 40 {
 			tb.Fatal("AKE loops")

@@ -1,6 +1,7 @@
 package otrcore
 
 import (
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -94,7 +95,7 @@ func TestWhitespaceTagStartsAKE(t *testing.T) {
 	}
 	// Once plaintext has been received, no more tags are sent.
 	res, _ := b.conv.Send(l.now, "x")
-	if strings.Contains(res.Send[0][0], wsTagBase) {
+	if strings.Contains(res.Send[0].Lines[0], wsTagBase) {
 		t.Fatal("tag still sent in an encrypted session")
 	}
 }
@@ -111,7 +112,7 @@ func TestRequireEncryptionHoldsAndSends(t *testing.T) {
 		t.Fatalf("events %v", res.Events)
 	}
 	for _, m := range res.Send {
-		for _, line := range m {
+		for _, line := range m.Lines {
 			if strings.Contains(line, "top secret") {
 				t.Fatal("held message leaked")
 			}
@@ -187,7 +188,7 @@ func TestTamperedAndReplayedDataRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := res.Send[0][0]
+	line := res.Send[0].Lines[0]
 	r, _ := b.conv.Receive(l.now, line)
 	if !r.HasText || r.Text != "original" {
 		t.Fatalf("first delivery: %+v", r)
@@ -199,14 +200,14 @@ func TestTamperedAndReplayedDataRejected(t *testing.T) {
 	}
 	// Flip one bit of the ciphertext.
 	res, _ = a.conv.Send(l.now, "second")
-	payload, _, _ := findEnvelope(res.Send[0][0])
+	payload, _, _ := findEnvelope(res.Send[0].Lines[0])
 	payload[len(payload)-30] ^= 1
 	r, _ = b.conv.Receive(l.now.Add(time.Minute), encodeEnvelope(payload))
 	if r.HasText || !hasKind(r.Events, EventUnreadable) {
 		t.Fatalf("tampered accepted: %+v", r)
 	}
 	// The genuine message still gets through afterwards.
-	r, _ = b.conv.Receive(l.now, res.Send[0][0])
+	r, _ = b.conv.Receive(l.now, res.Send[0].Lines[0])
 	if r.Text != "second" {
 		t.Fatalf("genuine after tamper: %+v", r)
 	}
@@ -224,7 +225,7 @@ func hasKind(evs []Event, k EventKind) bool {
 func TestNextDHRangeChecked(t *testing.T) {
 	_, a, b := securePair(t, Options{Policy: PolicyManual}, Options{Policy: PolicyManual})
 	now := time.Unix(2e9, 0)
-	in := a.conv.sendTarget()
+	in, _ := a.conv.sendTarget()
 	for _, bad := range []*big.Int{big.NewInt(1), big.NewInt(0), new(big.Int).Sub(otrGroup().p, big.NewInt(1))} {
 		// Forge a correctly MACed message from alice announcing a bad key.
 		saved := in.keys.our[1].pub
@@ -234,7 +235,7 @@ func TestNextDHRangeChecked(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, _ := b.conv.Receive(now, res.Send[0][0])
+		r, _ := b.conv.Receive(now, res.Send[0].Lines[0])
 		if r.HasText {
 			t.Fatalf("accepted next DH key %v", bad)
 		}
@@ -245,10 +246,10 @@ func TestSimultaneousStart(t *testing.T) {
 	a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyManual})
 	b := newParty(t, "bob", 1, 0x200, "alice", Options{Policy: PolicyManual})
 	l := newLink(t, a, b)
-	qa, qb := a.conv.Start(l.now), b.conv.Start(l.now)
+	qa, qb := mustStart(a.conv, l.now), mustStart(b.conv, l.now)
 	// Both queries cross; both answer with commits that cross too.
-	ra, _ := a.conv.Receive(l.now, qb.Send[0][0])
-	rb, _ := b.conv.Receive(l.now, qa.Send[0][0])
+	ra, _ := a.conv.Receive(l.now, qb.Send[0].Lines[0])
+	rb, _ := b.conv.Receive(l.now, qa.Send[0].Lines[0])
 	l.deliver(a, ra)
 	l.deliver(b, rb)
 	if a.conv.Status().State != StateEncrypted || b.conv.Status().State != StateEncrypted {
@@ -264,7 +265,7 @@ func TestInstanceTagRules(t *testing.T) {
 	_, a, b := securePair(t, Options{Policy: PolicyManual}, Options{Policy: PolicyManual})
 	now := time.Unix(2e9, 0)
 	res, _ := a.conv.Send(now, "tagged")
-	payload, _, _ := findEnvelope(res.Send[0][0])
+	payload, _, _ := findEnvelope(res.Send[0].Lines[0])
 	// Receiver tag changed to another instance: dropped silently.
 	other := append([]byte(nil), payload...)
 	other[7], other[8], other[9], other[10] = 0, 0, 0x09, 0x99
@@ -277,7 +278,7 @@ func TestInstanceTagRules(t *testing.T) {
 	if r, _ := b.conv.Receive(now, encodeEnvelope(low)); r.HasText || len(r.Send) != 0 {
 		t.Fatalf("message with low sender tag accepted: %+v", r)
 	}
-	if r, _ := b.conv.Receive(now, res.Send[0][0]); r.Text != "tagged" {
+	if r, _ := b.conv.Receive(now, res.Send[0].Lines[0]); r.Text != "tagged" {
 		t.Fatal("genuine message lost")
 	}
 }
@@ -364,7 +365,7 @@ func TestErrorNotAnsweredWithError(t *testing.T) {
 	a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyManual})
 	r, _ := a.conv.Receive(time.Unix(0, 0), "?OTR Error: something")
 	for _, m := range r.Send {
-		for _, line := range m {
+		for _, line := range m.Lines {
 			if strings.HasPrefix(line, "?OTR Error") {
 				t.Fatal("error answered with error")
 			}
@@ -384,7 +385,7 @@ func TestUnreadableErrorsRateLimited(t *testing.T) {
 	fresh := newParty(t, "bob-restarted", 1, 0x200, "alice", Options{Policy: PolicyManual})
 	errs := 0
 	for i := 0; i < 5; i++ {
-		r, _ := fresh.conv.Receive(l.now.Add(time.Duration(i)*time.Second), res.Send[0][0])
+		r, _ := fresh.conv.Receive(l.now.Add(time.Duration(i)*time.Second), res.Send[0].Lines[0])
 		errs += len(r.Send)
 	}
 	if errs != 1 {
@@ -400,7 +401,7 @@ func TestPolicyNeverKeepsRunningSessionEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range res.Send {
-		for _, line := range m {
+		for _, line := range m.Lines {
 			if strings.Contains(line, "still private") {
 				t.Fatal("policy change sent a running session's message in clear")
 			}
@@ -413,7 +414,7 @@ func TestPolicyNeverKeepsRunningSessionEncrypted(t *testing.T) {
 	// Once the session ends, "never" means plain text.
 	l.deliver(a, a.conv.End(l.now))
 	res, _ = a.conv.Send(l.now, "now clear")
-	if len(res.Send) != 1 || res.Send[0][0] != "now clear" {
+	if len(res.Send) != 1 || res.Send[0].Lines[0] != "now clear" {
 		t.Fatalf("after End with policy never: %v", res.Send)
 	}
 }
@@ -452,7 +453,7 @@ func TestHeldMessagesAreNeverOvertakenInClear(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range res.Send {
-			for _, l := range m {
+			for _, l := range m.Lines {
 				if strings.Contains(l, "later") {
 					t.Fatalf("policy %v: sent in clear ahead of held messages: %q", pol, l)
 				}
@@ -462,4 +463,69 @@ func TestHeldMessagesAreNeverOvertakenInClear(t *testing.T) {
 	if st := c.Status(); st.Held != 3 {
 		t.Errorf("held %d, want 3", st.Held)
 	}
+}
+
+// TestOutgoingKinds: every message the engine sends says what it is and
+// which instance it is for, so a transport can pace it without parsing.
+func TestOutgoingKinds(t *testing.T) {
+	a := newParty(t, "alice", 0, 0x100, "bob", Options{Policy: PolicyManual, MaxMessageSize: 120})
+	b := newParty(t, "bob", 1, 0x200, "alice", Options{Policy: PolicyManual, MaxMessageSize: 120})
+	l := newLink(t, a, b)
+	kinds := map[string][]OutKind{}
+	want := func(what string, res Result, kinds ...OutKind) {
+		t.Helper()
+		if len(res.Send) != len(kinds) {
+			t.Fatalf("%s: %d messages, want %d", what, len(res.Send), len(kinds))
+		}
+		for i, m := range res.Send {
+			if m.Kind != kinds[i] {
+				t.Errorf("%s: message %d is %v, want %v", what, i, m.Kind, kinds[i])
+			}
+		}
+	}
+	res, _ := a.conv.Send(l.now, "in clear")
+	want("plaintext", res, OutPlaintext)
+	res = mustStart(a.conv, l.now)
+	want("start", res, OutQuery)
+	// The AKE: every message b and a send until both are encrypted.
+	for from, r := a, res; len(r.Send) > 0; {
+		to := l.other(from)
+		var next Result
+		for _, m := range r.Send {
+			kinds[from.name] = append(kinds[from.name], m.Kind)
+			for _, line := range m.Lines {
+				got, err := to.conv.Receive(l.now, line)
+				if err != nil {
+					t.Fatal(err)
+				}
+				next.Send = append(next.Send, got.Send...)
+			}
+		}
+		from, r = to, next
+	}
+	if st := a.conv.Status(); st.State != StateEncrypted {
+		t.Fatalf("AKE: %+v", st)
+	}
+	if fmt.Sprint(kinds["bob"]) != "[ake ake]" || fmt.Sprint(kinds["alice"]) != "[query ake ake]" {
+		t.Errorf("AKE kinds: %v", kinds)
+	}
+	res, _ = a.conv.Send(l.now, strings.Repeat("fragmented ", 30))
+	want("text", res, OutText)
+	if m := res.Send[0]; len(m.Lines) < 2 || m.Instance != 0x200 {
+		t.Errorf("text: %d lines to instance %#x", len(m.Lines), m.Instance)
+	}
+	res, _ = a.conv.Heartbeat(l.now)
+	want("heartbeat", res, OutControl)
+	res, _ = a.conv.StartSMP(l.now, "", false, "secret")
+	want("SMP", res, OutControl)
+	l.deliver(a, res) // bob now awaits his secret
+	// An undecryptable message gets an error back.
+	fresh := newParty(t, "bob again", 1, 0x200, "alice", Options{Policy: PolicyManual})
+	text, _ := a.conv.Send(l.now, "x")
+	var got Result
+	for _, line := range text.Send[0].Lines {
+		got, _ = fresh.conv.Receive(l.now, line)
+	}
+	want("error", got, OutError)
+	want("end", a.conv.End(l.now), OutControl)
 }

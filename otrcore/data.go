@@ -86,7 +86,7 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	// key; check it before anything changes, so a bad key cannot wedge us.
 	if m.senderKeyID == ks.theirKeyID {
 		if err := ks.gr.checkElement(m.nextDH); err != nil {
-			return nil, nil, fmt.Errorf("otrcore: data message next DH key: %w", err)
+			return nil, nil, fmt.Errorf("%w: next DH key of a data message", err)
 		}
 		for _, k := range ks.our {
 			// Only keys we have announced (public computed) can come back.

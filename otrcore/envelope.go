@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unsafe"
 )
 
 // envelopePrefix starts a base64-encoded binary OTR message; '.' ends it
@@ -27,13 +26,22 @@ var errEnvelope = errors.New("otrcore: bad encoded message")
 // encodeEnvelope wraps a binary message as "?OTR:" + standard padded
 // base64 + ".".
 func encodeEnvelope(b []byte) string {
-	buf := make([]byte, 0, len(envelopePrefix)+base64.StdEncoding.EncodedLen(len(b))+len(envelopeSuffix))
-	buf = append(buf, envelopePrefix...)
-	buf = base64.StdEncoding.AppendEncode(buf, b)
-	buf = append(buf, envelopeSuffix...)
-	// buf is never written again, so the string can share its memory
-	// (as strings.Builder does).
-	return unsafe.String(unsafe.SliceData(buf), len(buf))
+	var sb strings.Builder
+	sb.Grow(len(envelopePrefix) + base64.StdEncoding.EncodedLen(len(b)) + len(envelopeSuffix))
+	sb.WriteString(envelopePrefix)
+	// Encode through a stack buffer in runs of whole 3-byte groups, so
+	// only the last run is padded and the string is built in one
+	// allocation.
+	var chunk [1024]byte
+	const run = len(chunk) / 4 * 3
+	for len(b) > 0 {
+		n := min(len(b), run)
+		base64.StdEncoding.Encode(chunk[:], b[:n])
+		sb.Write(chunk[:base64.StdEncoding.EncodedLen(n)])
+		b = b[n:]
+	}
+	sb.WriteString(envelopeSuffix)
+	return sb.String()
 }
 
 // findEnvelope looks for "?OTR:" anywhere in text (as libotr does; text
@@ -63,7 +71,7 @@ func findEnvelope(text string) (payload []byte, ok bool, err error) {
 		rest = strings.TrimRight(rest, " \t\r\n")
 	}
 	if len(rest) > maxEncodedMessage {
-		return nil, true, fmt.Errorf("%w: longer than %d characters", errEnvelope, maxEncodedMessage)
+		return nil, true, &sizeError{size: len(rest), limit: maxEncodedMessage, what: "encoded message", step: errEnvelope}
 	}
 	if rest == "" {
 		return nil, true, fmt.Errorf("%w: empty", errEnvelope)

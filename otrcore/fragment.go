@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unsafe"
+	"time"
 )
 
 // Fragment markers (spec "Fragmentation"). "?OTR|" must be checked before
@@ -41,7 +41,8 @@ var (
 	errFragment = errors.New("otrcore: malformed fragment")
 
 	// errFragmentTooLarge reports a reassembly that exceeded
-	// maxReassembled; the buffer has been reset.
+	// maxReassembled; the buffer has been reset. The error returned is a
+	// sizeError wrapping it and ErrTooLarge.
 	errFragmentTooLarge = errors.New("otrcore: fragmented message too large")
 
 	// errIllegalFragment reports a fragment the spec says to discard
@@ -86,29 +87,31 @@ func fragmentMessage(msg string, maxLen int, version uint16, senderTag, receiver
 	}
 	// All fragments are written into one buffer, which becomes one string
 	// that the fragments slice: two allocations whatever n is.
-	buf := make([]byte, 0, n*(overhead+pieceLen))
+	var sb strings.Builder
+	sb.Grow(n * (overhead + pieceLen))
 	ends := make([]int, n)
+	var num [20]byte
 	for k := 1; k <= n; k++ {
 		start := (k - 1) * pieceLen
 		end := min(start+pieceLen, len(msg))
 		if version == protocolV3 {
-			buf = append(buf, fragmentPrefixV3...)
-			buf = appendPadded(buf, uint64(senderTag), 16, 8)
-			buf = append(buf, '|')
-			buf = appendPadded(buf, uint64(receiverTag), 16, 8)
-			buf = append(buf, ',')
+			sb.WriteString(fragmentPrefixV3)
+			sb.Write(appendPadded(num[:0], uint64(senderTag), 16, 8))
+			sb.WriteByte('|')
+			sb.Write(appendPadded(num[:0], uint64(receiverTag), 16, 8))
+			sb.WriteByte(',')
 		} else {
-			buf = append(buf, fragmentPrefixV2...)
+			sb.WriteString(fragmentPrefixV2)
 		}
-		buf = appendPadded(buf, uint64(k), 10, 5)
-		buf = append(buf, ',')
-		buf = appendPadded(buf, uint64(n), 10, 5)
-		buf = append(buf, ',')
-		buf = append(buf, msg[start:end]...)
-		buf = append(buf, ',')
-		ends[k-1] = len(buf)
+		sb.Write(appendPadded(num[:0], uint64(k), 10, 5))
+		sb.WriteByte(',')
+		sb.Write(appendPadded(num[:0], uint64(n), 10, 5))
+		sb.WriteByte(',')
+		sb.WriteString(msg[start:end])
+		sb.WriteByte(',')
+		ends[k-1] = sb.Len()
 	}
-	all := unsafe.String(unsafe.SliceData(buf), len(buf)) // buf is not written again
+	all := sb.String()
 	out := make([]string, n)
 	prev := 0
 	for i, e := range ends {
@@ -251,7 +254,13 @@ type reassembler struct {
 	// continuation from another version or sender resets the buffer.
 	version   uint16
 	senderTag uint32
+	// last is when the caller last added a piece; a message left partial
+	// for fragmentTimeout is forgotten (Conversation.Tick).
+	last time.Time
 }
+
+// pending reports whether a partial message is stored.
+func (r *reassembler) pending() bool { return r.n != 0 }
 
 // reset forgets any stored fragment (F = "", K = N = 0). Call it on every
 // unfragmented or non-OTR message from the same peer, as the spec requires.
@@ -278,18 +287,17 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 	}
 	switch {
 	case f.k == 1:
+		// The buffer grows with the pieces received, never with the count
+		// n the peer announces.
 		r.reset()
-		// Expect n pieces of this size (the last may be shorter), within
-		// the cap, so the buffer grows once.
-		r.buf = make([]byte, 0, min(len(f.piece)*f.n, maxReassembled))
-		if err := r.appendPiece(f.piece); err != nil {
+		if err := r.appendPiece(f.piece, f.n-f.k); err != nil {
 			return "", false, err
 		}
 		r.k, r.n = 1, uint16(f.n)
 		r.version, r.senderTag = f.version, f.senderTag
 	case r.n != 0 && f.n == int(r.n) && f.k == int(r.k)+1 &&
 		f.version == r.version && f.senderTag == r.senderTag:
-		if err := r.appendPiece(f.piece); err != nil {
+		if err := r.appendPiece(f.piece, f.n-f.k); err != nil {
 			return "", false, err
 		}
 		r.k = uint16(f.k)
@@ -298,19 +306,30 @@ func (r *reassembler) add(f fragmentPiece) (msg string, complete bool, err error
 		return "", false, nil
 	}
 	if r.k == r.n {
-		// reset drops the buffer, so the string may share it.
-		msg = unsafe.String(unsafe.SliceData(r.buf), len(r.buf))
+		msg = string(r.buf)
 		r.reset()
 		return msg, true, nil
 	}
 	return "", false, nil
 }
 
-// appendPiece appends p to the buffer, enforcing maxReassembled.
-func (r *reassembler) appendPiece(p string) error {
-	if len(r.buf)+len(p) > maxReassembled {
+// appendPiece appends p to the buffer, enforcing maxReassembled. more is
+// the number of pieces still announced after p.
+func (r *reassembler) appendPiece(p string, more int) error {
+	size := len(r.buf) + len(p)
+	if size > maxReassembled {
 		r.reset()
-		return fmt.Errorf("%w: over %d bytes", errFragmentTooLarge, maxReassembled)
+		return &sizeError{size: size, limit: maxReassembled, what: "fragmented message", step: errFragmentTooLarge}
+	}
+	if size > cap(r.buf) {
+		// Double, but no further than the announced pieces need if they
+		// are the size of this one (so the last piece does not double the
+		// buffer), and never past maxReassembled: the buffer holds at
+		// most twice what was received.
+		want := min(2*cap(r.buf), size+len(p)*more)
+		b := make([]byte, len(r.buf), min(max(want, size), maxReassembled))
+		copy(b, r.buf)
+		r.buf = b
 	}
 	r.buf = append(r.buf, p...)
 	return nil

@@ -278,8 +278,8 @@ func FuzzQuery(f *testing.F) {
 		if strings.ContainsAny(q, "\r\n") {
 			t.Fatal("query message spans lines")
 		}
-		if got, ok := parseQuery(q); !ok || got != want {
-			t.Fatalf("parseQuery(queryMessage(%b)) = %b, %v", want, got, ok)
+		if got, ok, err := parseQuery(q); !ok || got != want || err != nil {
+			t.Fatalf("parseQuery(queryMessage(%b)) = %b, %v, %v", want, got, ok, err)
 		}
 		if want != 0 {
 			got, _, found := findWhitespaceTag(whitespaceTag(want) + text)

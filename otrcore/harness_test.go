@@ -111,7 +111,7 @@ func (l *link) deliver(from *party, res Result) {
 	var queue []item
 	push := func(p *party, r Result) {
 		for _, msg := range r.Send {
-			for _, line := range msg {
+			for _, line := range msg.Lines {
 				queue = append(queue, item{p, line})
 			}
 		}
@@ -161,7 +161,7 @@ func (l *link) send(p *party, text string) {
 // start has p send a query and runs the AKE.
 func (l *link) start(p *party) {
 	l.tb.Helper()
-	l.deliver(p, p.conv.Start(l.now))
+	l.deliver(p, mustStart(p.conv, l.now))
 }
 
 // lastText returns the text of p's last received message.
@@ -202,4 +202,14 @@ func missingPeer(tb testing.TB, format string, args ...any) {
 		tb.Fatalf("interop peer missing under CI=true: "+format, args...)
 	}
 	tb.Skipf(format, args...)
+}
+
+// mustStart returns c.Start(now), which must succeed: the callers' policies
+// all allow OTR.
+func mustStart(c *Conversation, now time.Time) Result {
+	res, err := c.Start(now)
+	if err != nil {
+		panic("Start: " + err.Error())
+	}
+	return res
 }

@@ -63,11 +63,11 @@ func ircLines(s string) []string {
 }
 
 // run delivers lines in both directions until both sides are quiet.
-func (l *llink) run(fromUs [][]string, fromLo []string) {
+func (l *llink) run(fromUs []Outgoing, fromLo []string) {
 	l.t.Helper()
 	var usQ []string
 	for _, m := range fromUs {
-		usQ = append(usQ, m...)
+		usQ = append(usQ, m.Lines...)
 	}
 	var loQ []string
 	for _, m := range fromLo {
@@ -115,7 +115,7 @@ func (l *llink) run(fromUs [][]string, fromLo []string) {
 			l.us.got = append(l.us.got, res)
 		}
 		for _, m := range res.Send {
-			usQ = append(usQ, m...)
+			usQ = append(usQ, m.Lines...)
 		}
 	}
 }
@@ -225,7 +225,7 @@ func TestInteropLibotr(t *testing.T) {
 			t.Parallel()
 			l := newLLink(t, Options{Policy: PolicyManual, MaxMessageSize: tc.mms}, tc.loPolicy, tc.mms)
 			if tc.weStart {
-				l.run(l.us.conv.Start(l.now).Send, nil)
+				l.run(mustStart(l.us.conv, l.now).Send, nil)
 			} else {
 				l.loDo(l.lo.Query(l.ctx, usName))
 			}
@@ -242,7 +242,7 @@ func TestInteropLibotr(t *testing.T) {
 				}
 			}
 			// Refresh (a second AKE inside the session) keeps working.
-			l.run(l.us.conv.Start(l.now).Send, nil)
+			l.run(mustStart(l.us.conv, l.now).Send, nil)
 			l.checkSecure(tc.version)
 			l.converse(4, 50)
 		})
@@ -253,7 +253,7 @@ func TestInteropLibotrFinish(t *testing.T) {
 	t.Run("we-finish", func(t *testing.T) {
 		t.Parallel()
 		l := newLLink(t, Options{Policy: PolicyManual}, libotrpeer.PolicyManual, 0)
-		l.run(l.us.conv.Start(l.now).Send, nil)
+		l.run(mustStart(l.us.conv, l.now).Send, nil)
 		l.checkSecure(3)
 		l.run(l.us.conv.End(l.now).Send, nil)
 		ls, _ := l.lo.Status(l.ctx, usName)
@@ -305,7 +305,7 @@ func TestInteropLibotrWhitespaceStart(t *testing.T) {
 func TestInteropLibotrExtraKey(t *testing.T) {
 	t.Parallel()
 	l := newLLink(t, Options{Policy: PolicyManual}, libotrpeer.PolicyManual, 0)
-	l.run(l.us.conv.Start(l.now).Send, nil)
+	l.run(mustStart(l.us.conv, l.now).Send, nil)
 	l.checkSecure(3)
 	key, res, err := l.us.conv.SendExtraKey(l.now, 0x2a, []byte("usedata"))
 	if err != nil {

@@ -25,11 +25,11 @@ type plink struct {
 	pEvents []potrpeer.Event
 }
 
-func (l *plink) run(fromUs [][]string, fromP []string) {
+func (l *plink) run(fromUs []Outgoing, fromP []string) {
 	l.t.Helper()
 	var usQ []string
 	for _, m := range fromUs {
-		usQ = append(usQ, m...)
+		usQ = append(usQ, m.Lines...)
 	}
 	pQ := fromP
 	for rounds := 0; len(usQ) > 0 || len(pQ) > 0; rounds++ {
@@ -63,7 +63,7 @@ func (l *plink) run(fromUs [][]string, fromP []string) {
 			l.us.got = append(l.us.got, res)
 		}
 		for _, m := range res.Send {
-			usQ = append(usQ, m...)
+			usQ = append(usQ, m.Lines...)
 		}
 	}
 }
@@ -101,7 +101,7 @@ func (l *plink) establish(weStart bool) {
 	t := l.t
 	t.Helper()
 	if weStart {
-		l.run(l.us.conv.Start(l.now).Send, nil)
+		l.run(mustStart(l.us.conv, l.now).Send, nil)
 	} else {
 		q, err := l.p.Query(l.ctx, "us")
 		if err != nil {

@@ -39,11 +39,11 @@ type xlink struct {
 	toX, toUs []string
 }
 
-func (l *xlink) run(fromUs [][]string, fromX [][]byte) {
+func (l *xlink) run(fromUs []Outgoing, fromX [][]byte) {
 	l.t.Helper()
 	var usQ []string
 	for _, m := range fromUs {
-		usQ = append(usQ, m...)
+		usQ = append(usQ, m.Lines...)
 	}
 	xQ := fromX
 	for rounds := 0; len(usQ) > 0 || len(xQ) > 0; rounds++ {
@@ -79,7 +79,7 @@ func (l *xlink) run(fromUs [][]string, fromX [][]byte) {
 			l.us.got = append(l.us.got, res)
 		}
 		for _, m := range res.Send {
-			usQ = append(usQ, m...)
+			usQ = append(usQ, m.Lines...)
 		}
 	}
 }
@@ -111,7 +111,7 @@ func TestInteropXCryptoOTR(t *testing.T) {
 			x := newXPeer(t, 2, tc.fragX)
 			l := &xlink{t: t, now: time.Unix(1e9, 0), us: us, x: x}
 			if tc.weStart {
-				l.run(us.conv.Start(l.now).Send, nil)
+				l.run(mustStart(us.conv, l.now).Send, nil)
 			} else {
 				l.run(nil, [][]byte{[]byte(otr.QueryMessage)})
 			}

@@ -52,6 +52,33 @@ type signatureMsg struct {
 	mac    [macLen]byte
 }
 
+// akeMessage is one of the four AKE messages. They share the header,
+// one decode path (newAKEMessage, then unmarshal) and one way out
+// (emitAKE fills in the instance tags through hdr, then marshal).
+type akeMessage interface {
+	marshal() []byte
+	unmarshal([]byte) error
+	// hdr returns the embedded header, for reading the version and
+	// setting the instance tags.
+	hdr() *msgHeader
+}
+
+// newAKEMessage returns an empty AKE message of wire type t, ready to
+// unmarshal, or nil when t is not an AKE message type.
+func newAKEMessage(t byte) akeMessage {
+	switch t {
+	case msgDHCommit:
+		return new(dhCommitMsg)
+	case msgDHKey:
+		return new(dhKeyMsg)
+	case msgRevealSig:
+		return new(revealSigMsg)
+	case msgSignature:
+		return new(signatureMsg)
+	}
+	return nil
+}
+
 // dataMsg is an encrypted data message.
 type dataMsg struct {
 	msgHeader
@@ -83,17 +110,17 @@ func headerFor(h msgHeader, t byte) msgHeader {
 func parseTyped(b []byte, want byte, name string) (msgHeader, cryptobyte.String, error) {
 	h, s, err := parseHeader(b)
 	if err != nil {
-		return msgHeader{}, nil, fmt.Errorf("%s: %w", name, err)
+		return msgHeader{}, nil, fmt.Errorf("%w (%s)", err, name)
 	}
 	if h.msgType != want {
-		return msgHeader{}, nil, fmt.Errorf("%s: %w: message type %#02x", name, errMalformed, h.msgType)
+		return msgHeader{}, nil, fmt.Errorf("%w: %s: message type %#02x", errMalformed, name, h.msgType)
 	}
 	return h, s, nil
 }
 
 // malformed returns an error wrapping errMalformed for message name.
 func malformed(name, what string) error {
-	return fmt.Errorf("%s: %w: %s", name, errMalformed, what)
+	return fmt.Errorf("%w: %s: %s", errMalformed, name, what)
 }
 
 // marshal encodes the D-H Commit message.

@@ -1,6 +1,8 @@
 package otrcore
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -46,6 +48,10 @@ func (s versionSet) best() uint16 {
 // queryPrefix starts every OTR Query Message.
 const queryPrefix = "?OTR"
 
+// errQuery reports a query message whose version list holds a control
+// character: it starts like a query but is no valid one.
+var errQuery = errors.New("otrcore: broken query message")
+
 // parseQuery recognises an OTR Query Message ("?OTR?" for version 1,
 // "?OTRv23?", "?OTR?v2?", …) and returns the versions 2 and 3 it offers.
 //
@@ -55,12 +61,13 @@ const queryPrefix = "?OTR"
 // the run also ends at whitespace or the end of the text, which libotr
 // accepts as a query as well. Unknown version characters ("4", "x") are
 // ignored. "?OTR?" alone and "?OTR?v?" are version 1 only, which is never
-// spoken: ok is true but the set is empty.
-func parseQuery(text string) (versions versionSet, ok bool) {
+// spoken: ok is true but the set is empty. A control character in the
+// version run makes the query broken: ok is true and err wraps errQuery.
+func parseQuery(text string) (versions versionSet, ok bool, err error) {
 	for off := 0; ; {
 		i := strings.Index(text[off:], queryPrefix)
 		if i < 0 {
-			return 0, false
+			return 0, false, nil
 		}
 		rest := text[off+i+len(queryPrefix):]
 		if strings.HasPrefix(rest, "?") {
@@ -71,19 +78,21 @@ func parseQuery(text string) (versions versionSet, ok bool) {
 		if strings.HasPrefix(rest, "v") {
 			ok = true
 		versions:
-			for _, c := range rest[1:] {
-				switch c {
-				case '2':
+			for j := 1; j < len(rest); j++ {
+				switch c := rest[j]; {
+				case c == '2':
 					versions |= versionSetV2
-				case '3':
+				case c == '3':
 					versions |= versionSetV3
-				case '?', ' ', '\t', '\r', '\n':
+				case c == '?', c == ' ', c == '\t', c == '\r', c == '\n':
 					break versions
+				case c < 0x20 || c == 0x7f:
+					return 0, true, fmt.Errorf("%w: control character %#02x in the version list", errQuery, c)
 				}
 			}
 		}
 		if ok {
-			return versions, true
+			return versions, true, nil
 		}
 		off += i + 1
 	}

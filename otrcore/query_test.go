@@ -1,6 +1,7 @@
 package otrcore
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -39,9 +40,19 @@ func TestParseQuery(t *testing.T) {
 		{"", 0, false},
 	}
 	for _, c := range cases {
-		got, ok := parseQuery(c.in)
-		if got != c.want || ok != c.ok {
+		got, ok, err := parseQuery(c.in)
+		if got != c.want || ok != c.ok || err != nil {
 			t.Errorf("parseQuery(%q) = %b, %v; want %b, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// TestParseQueryBroken: a control character in the version list makes a
+// query broken (an unreadable OTR message), not a query nor plain text.
+func TestParseQueryBroken(t *testing.T) {
+	for _, in := range []string{"?OTRv2\x013?", "?OTRv\x1f?", "?OTR?v2\x7f?", "hi ?OTRv\x00"} {
+		if _, ok, err := parseQuery(in); !ok || !errors.Is(err, errQuery) {
+			t.Errorf("parseQuery(%q) = %v, %v; want a broken query", in, ok, err)
 		}
 	}
 }
@@ -77,7 +88,7 @@ func TestQueryMessage(t *testing.T) {
 		if got != c.want {
 			t.Errorf("queryMessage(%b, %q) = %q, want %q", c.v, c.text, got, c.want)
 		}
-		if v, ok := parseQuery(got); !ok || v != c.v {
+		if v, ok, err := parseQuery(got); !ok || v != c.v || err != nil {
 			t.Errorf("parseQuery(queryMessage) = %b, %v", v, ok)
 		}
 	}

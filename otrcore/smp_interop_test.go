@@ -11,7 +11,7 @@ import (
 func smpLink(t *testing.T) *llink {
 	t.Helper()
 	l := newLLink(t, Options{Policy: PolicyManual}, 0x06, 0)
-	l.run(l.us.conv.Start(l.now).Send, nil)
+	l.run(mustStart(l.us.conv, l.now).Send, nil)
 	l.checkSecure(3)
 	return l
 }
@@ -178,7 +178,7 @@ func TestSMPInteropXCryptoOTR(t *testing.T) {
 			us := newParty(t, "us", 0, 0x101, "x", Options{Policy: PolicyManual})
 			x := newXPeer(t, 2, 0)
 			l := &xlink{t: t, now: time.Unix(1e9, 0), us: us, x: x}
-			l.run(us.conv.Start(l.now).Send, nil)
+			l.run(mustStart(us.conv, l.now).Send, nil)
 			if !x.conv.IsEncrypted() {
 				t.Fatal("no session")
 			}

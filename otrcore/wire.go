@@ -156,6 +156,10 @@ type msgHeader struct {
 	receiverTag uint32
 }
 
+// hdr returns h itself; the messages embedding a header satisfy
+// akeMessage's hdr through it.
+func (h *msgHeader) hdr() *msgHeader { return h }
+
 // add appends the header. Instance tags are written only for version 3.
 func (h msgHeader) add(b *cryptobyte.Builder) {
 	b.AddUint16(h.version)

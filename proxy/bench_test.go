@@ -51,7 +51,7 @@ func (p *benchPeer) write(to string, lines []string) {
 func (p *benchPeer) flat(res otrcore.Result) []string {
 	var out []string
 	for _, b := range res.Send {
-		out = append(out, b...)
+		out = append(out, b.Lines...)
 	}
 	return out
 }

@@ -304,7 +304,7 @@ func TestHistoryNeverFedToEngine(t *testing.T) {
 	bob := fn.addPeer("bob", testKey(t, 1), 0x2106)
 	c := registerClient(t, env.addr, "alice", "server-time", "batch", "message-tags")
 	old := formatServerTime(time.Now().Add(-time.Hour))
-	data := "?OTR:AAMDAAAAAQAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA."
+	data := "?OTR:AAMDAAABAQAAEAAAAAAAAQAAAAEAAAABAgAAAAAAAAAAAAAAAUEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=." // a well-formed v3 data message
 	p := ":" + bob.prefix + " PRIVMSG alice :"
 	fn.s.send(
 		"BATCH +h1 chathistory alice",

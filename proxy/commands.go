@@ -179,8 +179,8 @@ func cmdStart(n *network, dc *downstream, args []string) error {
 		return err
 	}
 	p := n.peer(args[0])
-	res := p.conv.Start(n.now())
-	if hasEvent(res, otrcore.EventMessageRefused) {
+	res, err := p.conv.Start(n.now())
+	if err != nil {
 		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.policy, p.nick)
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
@@ -223,7 +223,11 @@ func cmdRefresh(n *network, dc *downstream, args []string) error {
 		return err
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] renewing the session keys…", p.nick))
-	return n.applyResult(p, p.conv.Start(n.now()))
+	res, err := p.conv.Start(n.now())
+	if err != nil {
+		return fmt.Errorf("refresh: %w", err)
+	}
+	return n.applyResult(p, res)
 }
 
 func stateWord(st otrcore.Status) string {
@@ -410,7 +414,7 @@ func cmdRelease(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.ReleaseHeld(n.now())
 	if err != nil {
-		return fmt.Errorf("release: %s", errText(err))
+		return fmt.Errorf("release: %w", err)
 	}
 	return n.applyResult(p, res)
 }

@@ -235,7 +235,7 @@ func cmdAuth(n *network, dc *downstream, args []string) error {
 		res, err = p.conv.StartSMP(n.now(), "", false, secret)
 	}
 	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
+		return fmt.Errorf("verification: %w", err)
 	}
 	if answering {
 		n.tellClient(dc, fmt.Sprintf("[%s] answer sent; waiting for the result…", p.nick))
@@ -255,7 +255,7 @@ func cmdAuthQ(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.StartSMP(n.now(), args[1], true, strings.Join(args[2:], " "))
 	if err != nil {
-		return fmt.Errorf("verification: %s", errText(err))
+		return fmt.Errorf("verification: %w", err)
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] question sent; waiting for %s's answer…", p.nick, p.nick))
 	return n.applyResult(p, res)
@@ -271,7 +271,7 @@ func cmdAuthAbort(n *network, dc *downstream, args []string) error {
 	}
 	res, err := p.conv.AbortSMP(n.now())
 	if err != nil {
-		return fmt.Errorf("abort: %s", errText(err))
+		return fmt.Errorf("abort: %w", err)
 	}
 	return n.applyResult(p, res)
 }

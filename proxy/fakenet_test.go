@@ -196,7 +196,7 @@ func (p *fakePeer) handle(m *irc.Message) {
 
 func (p *fakePeer) apply(res otrcore.Result) {
 	for _, b := range res.Send {
-		for _, l := range b {
+		for _, l := range b.Lines {
 			p.fn.s.send(":" + p.prefix + " PRIVMSG alice :" + l)
 		}
 	}
@@ -218,7 +218,7 @@ func (p *fakePeer) do(f func(c *otrcore.Conversation) (otrcore.Result, error)) {
 }
 
 func (p *fakePeer) start() {
-	p.do(func(c *otrcore.Conversation) (otrcore.Result, error) { return c.Start(time.Now()), nil })
+	p.do(func(c *otrcore.Conversation) (otrcore.Result, error) { return c.Start(time.Now()) })
 }
 
 func (p *fakePeer) say(text string) {

@@ -28,7 +28,7 @@ func TestFloodDoesNotStallTheUser(t *testing.T) {
 	mallory.do(func(cv *otrcore.Conversation) (otrcore.Result, error) {
 		res, err := cv.Receive(time.Now(), "?OTRv3?")
 		if err == nil && len(res.Send) > 0 {
-			commit = res.Send[0][0]
+			commit = res.Send[0].Lines[0]
 		}
 		return otrcore.Result{}, err
 	})

@@ -219,18 +219,6 @@ func FuzzMatchMask(f *testing.F) {
 	})
 }
 
-func FuzzFragmentIndex(f *testing.F) {
-	for _, s := range []string{"?OTR|00000101|00001000,00001,00002,AAMD,", "?OTR,00002,00003,x,", "?OTR|a,", "?OTR,0,0,", "?OTR|x|y,99999,1,", "hello"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		k, n, ok := fragmentIndex(s)
-		if ok && (k < 1 || k > n || n > 65535) {
-			t.Fatalf("fragmentIndex(%q) = %d, %d", s, k, n)
-		}
-	})
-}
-
 func FuzzSettingsFile(f *testing.F) {
 	f.Add(`{"format":"otrbnc-settings","version":1,"network":"test","settings":{"notify":"notice"},"policies":[{"mask":"b*","policy":"always"}],"ignore":["*serv"]}`)
 	f.Add(`{"format":"otrbnc-settings","version":1,"network":"test"} {}`)

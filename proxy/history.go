@@ -1,11 +1,12 @@
 package proxy
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/irc.v4"
+
+	"otrbnc/otrcore"
 )
 
 // History from the network (an upstream bouncer's playback, chathistory
@@ -90,63 +91,25 @@ func (n *network) isHistory(tags irc.Tags) bool {
 // plaintext passes, marked if the conversation with its sender is
 // guarded now (I3: history tags are the server's word).
 func (n *network) handleHistoryText(m *irc.Message) {
-	text := m.Params[1]
-	i := strings.Index(text, "?OTR")
-	if i < 0 {
+	switch line := otrcore.Classify(m.Params[1]); {
+	case line.Kind == otrcore.LinePlain:
 		if !n.guarded(m.Prefix.Name) {
 			n.toClients(m)
 			return
 		}
 		how := delivery{marked: true, tags: m.Tags}
+		text := m.Params[1]
 		if cmd, body, ok := parseCTCP(text); ok && cmd == "ACTION" {
 			how.action, text = true, body
 		}
 		n.deliverToClients(m.Prefix, how, text)
 		return
-	}
-	rest := text[i:]
-	switch {
-	case strings.HasPrefix(rest, "?OTR:AAMD"), strings.HasPrefix(rest, "?OTR:AAID"):
-	case strings.HasPrefix(rest, "?OTR|"), strings.HasPrefix(rest, "?OTR,"):
-		if k, _, ok := fragmentIndex(rest); !ok || k != 1 {
-			return
-		}
+	case line.Kind == otrcore.LineData:
+	case line.Kind == otrcore.LineFragment && line.Piece == 1 && (line.Message == otrcore.MessageData || line.Message == 0):
 	default:
-		return // queries, key exchange, errors: nothing for the user
+		return // queries, key exchange, errors, unreadable lines: nothing for the user
 	}
 	c := m.Copy()
 	c.Params[1] = historyPlaceholder
 	n.toClients(c)
-}
-
-// fragmentIndex parses the piece number k and count of an OTR fragment
-// ("?OTR|sender|receiver,k,n,piece," for v3, "?OTR,k,n,piece," for v2).
-func fragmentIndex(s string) (k, count int, ok bool) {
-	var rest string
-	switch {
-	case strings.HasPrefix(s, "?OTR|"):
-		_, after, found := strings.Cut(s[len("?OTR|"):], ",")
-		if !found {
-			return 0, 0, false
-		}
-		rest = after
-	case strings.HasPrefix(s, "?OTR,"):
-		rest = s[len("?OTR,"):]
-	default:
-		return 0, 0, false
-	}
-	ks, rest, found := strings.Cut(rest, ",")
-	if !found {
-		return 0, 0, false
-	}
-	ns, _, found := strings.Cut(rest, ",")
-	if !found {
-		return 0, 0, false
-	}
-	k, err1 := strconv.Atoi(ks)
-	count, err2 := strconv.Atoi(ns)
-	if err1 != nil || err2 != nil || k < 1 || count < k || count > 65535 {
-		return 0, 0, false
-	}
-	return k, count, true
 }

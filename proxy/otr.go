@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"strings"
 
 	"gopkg.in/irc.v4"
 
@@ -35,9 +34,9 @@ func (n *network) applyPeerResult(p *otrPeer, res otrcore.Result) {
 // reports its events.
 func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPeerLane bool) error {
 	var sendErr error
-	for b, frags := range res.Send {
-		lines := make([]string, len(frags))
-		for i, f := range frags {
+	for b, out := range res.Send {
+		lines := make([]string, len(out.Lines))
+		for i, f := range out.Lines {
 			m := msg("", "PRIVMSG", p.nick, f)
 			if b == 0 && i == 0 && len(tags) > 0 {
 				m.Tags = tags
@@ -99,13 +98,11 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 	}
 	res, err := p.conv.Send(n.now(), plaintext)
 	sendErr := n.applyResultTags(p, res, tags)
-	switch {
-	case err != nil:
-		if !hasEvent(res, otrcore.EventMessageRefused) {
-			n.tellClient(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", p.nick, err))
-		}
+	if err != nil {
+		n.tellClient(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", p.nick, err))
 		return
-	case hasEvent(res, otrcore.EventMessageRefused) || sendErr != nil:
+	}
+	if sendErr != nil {
 		return
 	}
 	n.echoToClients(dc, "PRIVMSG", target, text, ctags)
@@ -116,11 +113,11 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) {
 	p := n.peer(from.Name)
 	p.prefix = from.Copy()
-	if k, count, ok := fragmentIndex(text); ok {
-		if k == 1 {
+	if line := otrcore.Classify(text); line.Kind == otrcore.LineFragment {
+		if line.Piece == 1 {
 			p.fragTags = tags
 		}
-		if k == count && p.fragTags != nil {
+		if line.Piece == line.Pieces && p.fragTags != nil {
 			tags, p.fragTags = p.fragTags, nil
 		}
 	}
@@ -188,7 +185,12 @@ func (n *network) otrReconnected() {
 	for _, p := range n.sortedPeers() {
 		if st := p.conv.Status(); st.Held > 0 && st.State == otrcore.StatePlaintext {
 			n.tellClientsAbout(p.nick, fmt.Sprintf("%d message(s) still queued; asking %s for a private conversation again", st.Held, p.nick))
-			n.applyResult(p, p.conv.Start(now))
+			res, err := p.conv.Start(now)
+			if err != nil {
+				n.tellClientsAbout(p.nick, fmt.Sprintf("could not ask %s again: %v", p.nick, err))
+				continue
+			}
+			n.applyResult(p, res)
 		}
 	}
 }
@@ -224,13 +226,6 @@ func (n *network) otrAttach(dc *downstream) {
 			n.tellClient(dc, fmt.Sprintf("[%s] %d message(s) waiting for the private conversation", p.nick, st.Held))
 		}
 	}
-}
-
-func errText(err error) string {
-	if err == nil {
-		return "unknown reason"
-	}
-	return strings.TrimPrefix(err.Error(), "otrcore: ")
 }
 
 // delivery says how text from a peer reaches the clients.

@@ -91,8 +91,10 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventHeldBlocked:
 		n.tellClientsAbout(nick, fmt.Sprintf("%d queued message(s) were NOT sent: %s uses a key never seen before and not verified (%s). Check it, then /msg *otr release %s to send them, or /msg *otr discard %s",
 			ev.Count, nick, ev.Fingerprint, nick, nick))
-	case otrcore.EventMessageRefused:
-		n.tellClientsAbout(nick, fmt.Sprintf("your message was NOT sent: %s", errText(ev.Err)))
+	case otrcore.EventTooLarge:
+		n.tellClientsAboutPeerEvent(p, noticeTooLarge, fmt.Sprintf("an OTR message from %s was too large (at least %d bytes) and was dropped", nick, ev.Size))
+	case otrcore.EventPolicyIgnored:
+		n.tellClientsAboutPeerEvent(p, noticeQuery, fmt.Sprintf("%s sent an OTR message, but your policy for %s is %s: it was ignored", nick, nick, p.policy))
 	case otrcore.EventNewFingerprint:
 		n.newFingerprint(p, ev.Fingerprint, now)
 	case otrcore.EventPeerError:
@@ -119,7 +121,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventSMPAborted:
 		n.tellClientsAbout(nick, "identity verification aborted")
 	case otrcore.EventSMPCheated:
-		n.tellClientsAbout(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%s)", nick, errText(ev.Err))+n.trustKept(ev.Fingerprint))
+		n.tellClientsAbout(nick, fmt.Sprintf("identity verification aborted: %s sent an invalid message (%v)", nick, ev.Err)+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
 		n.tellClientsAboutPeerEvent(p, noticeQuery, fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.policy, nick))
 	}

@@ -82,7 +82,7 @@ func (e *goEngine) conv(peer string) *otrcore.Conversation {
 func flatten(res otrcore.Result) []string {
 	var out []string
 	for _, b := range res.Send {
-		out = append(out, b...)
+		out = append(out, b.Lines...)
 	}
 	return out
 }
@@ -104,7 +104,8 @@ func (e *goEngine) send(ctx context.Context, to, text string) ([]string, error) 
 func (e *goEngine) query(ctx context.Context, to string) ([]string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return flatten(e.conv(to).Start(time.Now())), nil
+	res, err := e.conv(to).Start(time.Now())
+	return flatten(res), err
 }
 
 func (e *goEngine) end(ctx context.Context, to string) ([]string, error) {

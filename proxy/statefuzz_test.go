@@ -144,7 +144,7 @@ func (f *stateFuzz) client(line string) {
 // bobSends queues what bob's engine produced for delivery.
 func (f *stateFuzz) bobSends(res otrcore.Result) {
 	for _, b := range res.Send {
-		for _, l := range b {
+		for _, l := range b.Lines {
 			f.bobInbox = append(f.bobInbox, ":"+f.bobNick+"!bob@peer.test PRIVMSG alice :"+l)
 		}
 	}
@@ -310,7 +310,7 @@ func (f *stateFuzz) step(op, arg byte) {
 		var res otrcore.Result
 		switch arg % 5 {
 		case 0:
-			res = f.bob.Start(f.clock)
+			res, _ = f.bob.Start(f.clock)
 		case 1:
 			res, _ = f.bob.Send(f.clock, fmt.Sprintf("ENC-%d secret words", f.seq))
 		case 2:

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"otrbnc/otrcore"
+
 	"gopkg.in/irc.v4"
 )
 
@@ -326,7 +328,7 @@ func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 	case n.isSelf(src):
 		// An echo of our own message (echo-message, or a bouncer upstream):
 		// our ciphertext must reach neither clients nor the engine.
-		if strings.Contains(text, "?OTR") {
+		if otrcore.Classify(text).Kind != otrcore.LinePlain {
 			return
 		}
 		n.toClients(m)
