@@ -346,7 +346,8 @@ func (n *network) handleClientText(dc *downstream, m *irc.Message, ctags irc.Tag
 			continue
 		}
 		if n.up == nil {
-			n.tellClient(dc, fmt.Sprintf("%s is not connected; your message to %s was NOT sent", n.cfg.Name, target))
+			n.refuseToClient(dc, target, "your message was NOT sent: "+n.cfg.Name+" is not connected",
+				fmt.Sprintf("%s is not connected; your message to %s was NOT sent", n.cfg.Name, target))
 			continue
 		}
 		n.clientTextTo(dc, m.Command, target, text, ctags)
@@ -368,7 +369,8 @@ func (n *network) clientTextTo(dc *downstream, command, target, text string, cta
 		if isCTCP {
 			what = "CTCP " + cmd
 		}
-		n.tellClient(dc, fmt.Sprintf("[%s] your %s was NOT sent: your conversation with %s is private and a %s cannot be encrypted; write a normal message instead", target, what, target, what))
+		n.refuseToClient(dc, target, fmt.Sprintf("your %s was NOT sent: it cannot be encrypted", what),
+			fmt.Sprintf("your %s was NOT sent: your conversation with %s is private and a %s cannot be encrypted; write a normal message instead", what, target, what))
 		return
 	case clear || n.leftAlone(target):
 	default:
@@ -378,7 +380,7 @@ func (n *network) clientTextTo(dc *downstream, command, target, text string, cta
 	out := msg("", command, target, text)
 	out.Tags = n.tagsUpstream(ctags)
 	if err := n.toUpstreamMsg(out); err != nil {
-		n.tellClient(dc, fmt.Sprintf("%s: your message to %s was NOT sent", err, target))
+		n.refuseToClient(dc, target, "your message was NOT sent: "+err.Error(), fmt.Sprintf("%s: your message to %s was NOT sent", err, target))
 		return
 	}
 	n.echoToClients(dc, command, target, text, ctags)

@@ -130,14 +130,15 @@ const (
 type noticeKind string
 
 const (
-	noticeMalformed noticeKind = "malformed or unreadable OTR messages"
-	noticeUndecrypt noticeKind = "encrypted messages that could not be read"
-	noticePeerError noticeKind = "OTR error messages"
-	noticeClearText noticeKind = "unencrypted messages"
-	noticeQuery     noticeKind = "requests for a private conversation"
-	noticeClearCTCP noticeKind = "CTCP requests sent in clear"
-	noticeNewKey    noticeKind = "new keys"
-	noticeTooLarge  noticeKind = "OTR messages too large to reassemble"
+	noticeMalformed    noticeKind = "malformed or unreadable OTR messages"
+	noticeUndecrypt    noticeKind = "encrypted messages that could not be read"
+	noticePeerError    noticeKind = "OTR error messages"
+	noticeClearText    noticeKind = "unencrypted messages"
+	noticeQuery        noticeKind = "requests for a private conversation"
+	noticeClearCTCP    noticeKind = "CTCP requests sent in clear"
+	noticeNewKey       noticeKind = "new keys"
+	noticeTooLarge     noticeKind = "OTR messages too large to reassemble"
+	noticeOtherSession noticeKind = "messages from another session"
 )
 
 // noticeLimiter counts peer-caused notices within the current window.
@@ -151,8 +152,9 @@ type noticeLimiter struct {
 }
 
 // tellClientsAboutPeerEvent shows a notice about p that p can cause at
-// will, within the limits above.
-func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, text string) {
+// will, within the limits above: text in *otr and, when short is not
+// empty, short in the conversation's window.
+func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, short, text string) {
 	l := &n.notices
 	now := n.now()
 	if l.shown == nil || now.Sub(l.start) >= noticeWindow {
@@ -165,7 +167,11 @@ func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, text st
 		if !engaged {
 			l.strangers++
 		}
-		n.tellClientsAbout(p.nick, text)
+		if short != "" {
+			n.stateToClients(p.nick, short, text)
+		} else {
+			n.tellClientsAbout(p.nick, text)
+		}
 		return
 	}
 	if _, ok := l.hidden[key]; !ok && len(l.hidden) >= maxNoticeCounters {

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"gopkg.in/irc.v4"
 
@@ -30,8 +32,11 @@ func (n *network) applyPeerResult(p *otrPeer, res otrcore.Result) {
 	n.sendResult(p, res, nil, !p.engaged(n.now()))
 }
 
-// sendResult sends res's messages (in p's lane when inPeerLane) and
-// reports its events.
+// sendResult sends res's messages and reports its events. With
+// inPeerLane, protocol messages (queries, errors, key exchanges, control
+// data) wait in p's lane, a newer AKE message to an instance replacing an
+// older unsent one; the user's own text (typed, or held and released when
+// a session starts) always travels in the user lane.
 func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPeerLane bool) error {
 	var sendErr error
 	for b, out := range res.Send {
@@ -44,13 +49,19 @@ func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPe
 			lines[i] = formatMessage(m)
 		}
 		var err error
-		if inPeerLane {
-			err = n.toPeerLane(p, "", lines)
-		} else {
+		switch {
+		case !inPeerLane || out.Kind == otrcore.OutText || out.Kind == otrcore.OutPlaintext:
 			err = n.toUpstream(lines...)
+		case out.Kind == otrcore.OutAKE:
+			err = n.toPeerLane(p, fmt.Sprintf("ake/%08x", out.Instance), lines)
+		default:
+			err = n.toPeerLane(p, "", lines)
 		}
 		if err != nil && sendErr == nil {
 			sendErr = err
+		}
+		if out.Kind == otrcore.OutQuery && !inPeerLane {
+			p.asked, p.askHinted = n.now(), false
 		}
 	}
 	for _, ev := range res.Events {
@@ -60,6 +71,62 @@ func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPe
 		n.tellClientsAbout(p.nick, fmt.Sprintf("OTR data for %s could not be sent: %v", p.nick, sendErr))
 	}
 	return sendErr
+}
+
+// askTimeout is how long after asking a peer for a private conversation
+// the user is told that no answer came.
+const askTimeout = 30 * time.Second
+
+// tickAsked tells the user about requests for a private conversation that
+// got no answer.
+func (n *network) tickAsked(p *otrPeer, now time.Time) {
+	if p.asked.IsZero() || p.askHinted || now.Sub(p.asked) < askTimeout {
+		return
+	}
+	p.askHinted = true
+	if st := p.conv.Status(); st.State == otrcore.StateEncrypted {
+		return
+	}
+	n.stateToClients(p.nick, fmt.Sprintf("no answer to the request for a private conversation (sent at %s)", p.asked.Local().Format("15:04:05")),
+		fmt.Sprintf("%s has not answered the request for a private conversation sent at %s. Their client may not support OTR, or may still be generating its key (that can take a minute). Asking again is safe: /msg *otr start %s",
+			p.nick, p.asked.Local().Format("15:04:05"), p.nick))
+}
+
+// queuedHint is added to the notice about a queued message.
+func (n *network) queuedHint(p *otrPeer) string {
+	if p.asked.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("; asked %s for a private conversation at %s", p.nick, p.asked.Local().Format("15:04:05"))
+}
+
+// refusal explains, short for the window and in detail for *otr, why
+// the engine refused to send the user's message to p.
+func (n *network) refusal(p *otrPeer, err error) (short, detail string) {
+	nick := p.nick
+	switch {
+	case errors.Is(err, otrcore.ErrFinished):
+		return fmt.Sprintf("your message was NOT sent: %s ended the private conversation", nick),
+			fmt.Sprintf("your message was NOT sent: %s ended the private conversation. Run /msg *otr finish %s to talk in clear, or /msg *otr start %s to start again", nick, nick, nick)
+	case errors.Is(err, otrcore.ErrKeyNotConfirmed):
+		return fmt.Sprintf("your message was NOT sent: %s's key changed and is not verified", nick),
+			fmt.Sprintf("your message was NOT sent: the session with %s now uses a key you did not talk to before and have not verified. See /msg *otr instance %s, then choose the session to talk to with /msg *otr instance %s <instance>, or verify the key with /msg *otr auth %s <secret>", nick, nick, nick, nick)
+	case errors.Is(err, otrcore.ErrQueueFull):
+		return "your message was NOT sent: too many messages are queued already",
+			fmt.Sprintf("your message was NOT sent: too many messages wait for the private conversation with %s; /msg *otr status %s", nick, nick)
+	}
+	return "your message was NOT sent: " + err.Error(), "your message was NOT sent: " + err.Error()
+}
+
+// takeEvent removes the first event of kind k from res and returns it.
+func takeEvent(res *otrcore.Result, k otrcore.EventKind) *otrcore.Event {
+	for i, ev := range res.Events {
+		if ev.Kind == k {
+			res.Events = append(res.Events[:i:i], res.Events[i+1:]...)
+			return &ev
+		}
+	}
+	return nil
 }
 
 func hasEvent(res otrcore.Result, k otrcore.EventKind) bool {
@@ -84,7 +151,7 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 			m := msg("", "PRIVMSG", target, text)
 			m.Tags = n.tagsUpstream(ctags)
 			if err := n.toUpstreamMsg(m); err != nil {
-				n.tellClient(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", target, err))
+				n.refuseToClient(dc, target, "your message was NOT sent: "+err.Error(), "your message was NOT sent: "+err.Error())
 				return
 			}
 			n.echoToClients(dc, "PRIVMSG", target, text, ctags)
@@ -97,12 +164,18 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 		tags = nil
 	}
 	res, err := p.conv.Send(n.now(), plaintext)
-	sendErr := n.applyResultTags(p, res, tags)
 	if err != nil {
-		n.tellClient(dc, fmt.Sprintf("[%s] your message was NOT sent: %v", p.nick, err))
+		short, detail := n.refusal(p, err)
+		n.refuseToClient(dc, p.nick, short, detail)
 		return
 	}
-	if sendErr != nil {
+	if held := takeEvent(&res, otrcore.EventMessageHeld); held != nil {
+		// Only the typing client needs to know, in its window: the line
+		// it shows as sent is not.
+		n.refuseToClient(dc, p.nick, "your message is queued until the private conversation starts; it is NOT sent yet",
+			fmt.Sprintf("your message is queued until the private conversation with %s starts (policy %s)%s", p.nick, p.policy, n.queuedHint(p)))
+	}
+	if sendErr := n.applyResultTags(p, res, tags); sendErr != nil {
 		return
 	}
 	n.echoToClients(dc, "PRIVMSG", target, text, ctags)
@@ -128,11 +201,25 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 	if res.HasText {
 		if res.Encrypted {
 			body, action := fromOTRText(res.Text)
-			n.deliverToClients(p.prefix, delivery{action: action, tags: tags}, body)
+			how := delivery{action: action, tags: tags}
+			if !res.Current {
+				// Another session with the peer than the one the user's
+				// messages go to (I4): every line says so.
+				how.note = fmt.Sprintf("[other session: instance %08x, key %s, %s]", res.Instance, shortFP(res.Fingerprint), trustWord(res.Trusted))
+				n.tellClientsAboutPeerEvent(p, noticeOtherSession, fmt.Sprintf("a message from another session with %s (instance %08x, key %s, %s), not the one your messages go to", p.nick, res.Instance, shortFP(res.Fingerprint), trustWord(res.Trusted)),
+					fmt.Sprintf("a message came from another session with %s (instance %08x, key %s, %s) than the one your messages go to; it is marked %q. /msg *otr instance %s lists the sessions; /msg *otr instance %s %08x makes it the one your messages go to",
+						p.nick, res.Instance, res.Fingerprint, trustWord(res.Trusted), how.note, p.nick, p.nick, res.Instance))
+			}
+			n.deliverToClients(p.prefix, how, body)
 		} else {
 			n.deliverToClients(p.prefix, delivery{marked: p.guarded(), tags: tags}, res.Text)
-			if p.guarded() && !hasEvent(res, otrcore.EventPlaintextInSession) {
-				n.tellClientsAboutPeerEvent(p, noticeClearText, n.clearTextWarning(p, "message"))
+			switch st := p.conv.Status(); {
+			case st.Held > 0:
+				n.tellClientsAboutPeerEvent(p, noticeClearText, fmt.Sprintf("%s wrote in clear while %d of your messages wait for a private conversation", p.nick, st.Held),
+					fmt.Sprintf("%s wrote in clear while %d of your messages wait for a private conversation: %s may not have OTR. /msg *otr discard %s drops them; /msg *otr plain %s <text> sends one message in clear",
+						p.nick, st.Held, p.nick, p.nick, p.nick))
+			case p.guarded() && !hasEvent(res, otrcore.EventPlaintextInSession):
+				n.tellClientsAboutPeerEvent(p, noticeClearText, "", n.clearTextWarning(p, "message"))
 			}
 		}
 	}
@@ -160,9 +247,9 @@ func (n *network) clearActionFromPeer(m *irc.Message, body string) {
 	p.prefix = m.Prefix.Copy()
 	n.deliverToClients(p.prefix, delivery{action: true, marked: true, tags: m.Tags}, body)
 	if p.sessionGuarded() {
-		n.tellClientsAboutPeerEvent(p, noticeClearText, fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
+		n.tellClientsAboutPeerEvent(p, noticeClearText, "", fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))
 	} else {
-		n.tellClientsAboutPeerEvent(p, noticeClearText, n.clearTextWarning(p, "action"))
+		n.tellClientsAboutPeerEvent(p, noticeClearText, "", n.clearTextWarning(p, "action"))
 	}
 }
 
@@ -175,6 +262,7 @@ func (n *network) otrTick() {
 		if res := p.conv.Tick(now); len(res.Send) > 0 || len(res.Events) > 0 {
 			n.applyPeerResult(p, res)
 		}
+		n.tickAsked(p, now)
 	}
 }
 
@@ -238,6 +326,9 @@ type delivery struct {
 	// removing what could disguise it (neutralize): the text did not
 	// arrive encrypted although the conversation is guarded (I3).
 	marked bool
+	// note goes in front of every line (after the marker): the text came
+	// from a session the user's messages do not go to.
+	note string
 	// tags (time, msgid, …) go on the first line; later lines keep only
 	// the time.
 	tags irc.Tags
@@ -260,8 +351,11 @@ func (n *network) deliverToClients(from *irc.Prefix, how delivery, text string) 
 	if how.marked {
 		lead = n.marker() + " "
 		text = neutralize(text)
-		room -= len(lead)
 	}
+	if how.note != "" {
+		lead += how.note + " "
+	}
+	room -= len(lead)
 	if how.action && lead == "" {
 		text = defuseAction(text)
 	}

@@ -41,6 +41,12 @@ type otrPeer struct {
 	engagedUntil time.Time
 	// replies limits protocol replies to the peer while not engaged.
 	replies replyBudget
+	// asked is when the user last asked the peer for a private
+	// conversation (start, or a message queued under policy always) and
+	// no session has started since; askHinted says the user was told that
+	// no answer came.
+	asked     time.Time
+	askHinted bool
 	// peerPolicy is what the policy inputs decided for this nick; it is
 	// recomputed (applyPolicy) whenever an input changes, never on a
 	// look-up.

@@ -365,7 +365,7 @@ func (n *network) clearFromPeer(m *irc.Message, cmd string, isCTCP bool) {
 		return
 	}
 	if isCTCP {
-		n.tellClientsAboutPeerEvent(n.peer(src), noticeClearCTCP, fmt.Sprintf("%s sent you a CTCP %s in clear; it was not passed to your client, because your conversation with %s is private", src, quotePeer(cmd, 32), src))
+		n.tellClientsAboutPeerEvent(n.peer(src), noticeClearCTCP, "", fmt.Sprintf("%s sent you a CTCP %s in clear; it was not passed to your client, because your conversation with %s is private", src, quotePeer(cmd, 32), src))
 		return
 	}
 	n.deliverToClients(m.Prefix, delivery{command: "NOTICE", marked: true, tags: m.Tags}, m.Params[1])
