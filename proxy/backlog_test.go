@@ -422,3 +422,23 @@ func TestBacklogDecryptedOTRInMemoryOnly(t *testing.T) {
 		t.Error("own message replayed to a client without echo-message or self-message")
 	}
 }
+
+// FuzzParseClientUser: any username either names a valid identity or is
+// refused, and the network part never contains '/'.
+func FuzzParseClientUser(f *testing.F) {
+	for _, s := range []string{"libera", "a/libera@laptop", "@", "/@/", "a@b@c", "x/y/z@w-1.2_3", "libera@" + strings.Repeat("é", 20)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, user string) {
+		network, client, ok := parseClientUser(user)
+		if !ok {
+			return
+		}
+		if client != "" && !validClientName(client) {
+			t.Fatalf("%q: invalid client %q accepted", user, client)
+		}
+		if strings.Contains(network, "/") || !strings.Contains(user, network) {
+			t.Fatalf("%q: network %q", user, network)
+		}
+	})
+}

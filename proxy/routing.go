@@ -350,7 +350,7 @@ func (n *network) replyOwner(m *irc.Message, raw irc.Tags) (p *pendingCmd, end, 
 		if p == nil {
 			return nil, false, false
 		}
-		if _, ok := p.ruleFor(m); ok {
+		if p.labeledOwns(m) {
 			return p, true, true
 		}
 		n.removePending(p) // a single labeled line is the whole answer
@@ -358,8 +358,7 @@ func (n *network) replyOwner(m *irc.Message, raw irc.Tags) (p *pendingCmd, end, 
 	}
 	if ref := raw["batch"]; ref != "" {
 		if p := n.labelBatches[ref]; p != nil {
-			_, ok := p.ruleFor(m)
-			return p, false, ok
+			return p, false, p.labeledOwns(m)
 		}
 	}
 	n.settle(m)
@@ -425,6 +424,27 @@ func (p *pendingCmd) ruleFor(m *irc.Message) (replyRule, bool) {
 		return r, true
 	}
 	return replyRule{}, false
+}
+
+// joinState are the numerics that follow a successful JOIN: every
+// client, having seen the JOIN, needs them.
+var joinState = map[string]bool{"324": true, "329": true, "332": true, "333": true, "353": true, "366": true}
+
+// labeledOwns reports whether m, known by its label to answer p, goes to
+// p's client only: a reply of p's family, or any numeric or standard
+// reply except a joined channel's state; other lines (a JOIN, a NICK, a
+// channel mode change) reach every client.
+func (p *pendingCmd) labeledOwns(m *irc.Message) bool {
+	if _, ok := p.ruleFor(m); ok {
+		return true
+	}
+	switch {
+	case m.Command == "FAIL" || m.Command == "WARN" || m.Command == "NOTE":
+		return true
+	case isNumeric(m.Command):
+		return p.cmd != "JOIN" || !joinState[m.Command]
+	}
+	return false
 }
 
 // pendingByLabel returns the pending command with otrbnc's label, or nil.

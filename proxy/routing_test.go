@@ -229,8 +229,10 @@ func TestRepliesByLabel(t *testing.T) {
 	l3 := fn.expectOther("JOIN", "#new").Tags["label"]
 	c1.send("AWAY")
 	l4 := fn.expectOther("AWAY", "").Tags["label"]
-	if l1 == "" || l2 == "" || l3 == "" || l4 == "" || l1 == l2 {
-		t.Fatalf("labels %q %q %q %q", l1, l2, l3, l4)
+	c2.send("STATS u") // no reply family: only a label can tell
+	l5 := fn.expectOther("STATS", "u").Tags["label"]
+	if l1 == "" || l2 == "" || l3 == "" || l4 == "" || l5 == "" || l1 == l2 {
+		t.Fatalf("labels %q %q %q %q %q", l1, l2, l3, l4, l5)
 	}
 	fn.s.send(
 		"@label="+l1+" :srv 401 alice ghost :No such nick",
@@ -244,6 +246,10 @@ func TestRepliesByLabel(t *testing.T) {
 		"@batch=j :srv 366 alice #new :End of /NAMES list",
 		"BATCH -j",
 		"@label="+l4+" ACK",
+		"@label="+l5+" BATCH +s labeled-response",
+		"@batch=s :srv 242 alice :Server Up 3 days",
+		"@batch=s :srv 219 alice u :End of /STATS report",
+		"BATCH -s",
 	)
 	c1.expect("lone labeled 401", func(m *irc.Message) bool { return m.Command == "401" && m.Param(1) == "ghost" })
 	c2.expect("WHOIS in a batch", func(m *irc.Message) bool { return m.Command == "318" && m.Param(1) == "bob" })
@@ -251,9 +257,10 @@ func TestRepliesByLabel(t *testing.T) {
 		c.expect("JOIN", func(m *irc.Message) bool { return m.Command == "JOIN" && m.Param(0) == "#new" })
 		c.expect("names", isCmd("366"))
 	}
+	c2.expect("STATS reply", isCmd("219"))
 	fn.sync(c1)
 	fn.sync(c2)
-	if saw(c2, "ghost") || saw(c1, " 311 ") || saw(c1, " 318 ") {
+	if saw(c2, "ghost") || saw(c1, " 311 ") || saw(c1, " 318 ") || saw(c1, "Server Up") {
 		t.Error("a labeled reply reached the other client")
 	}
 	for _, c := range []*testConn{c1, c2} {
@@ -348,4 +355,73 @@ func TestRepliesToAJoinOfSeveralChannels(t *testing.T) {
 	if got := countSeen(c2.seenLines(), " 474 "); got != 1 {
 		t.Errorf("c2 saw %d errors, want only the unsolicited one", got)
 	}
+}
+
+// FuzzReplyRouting feeds arbitrary lines from the network to a network
+// with pending commands of two clients: nothing panics, the list stays
+// bounded, and a line reaches at most every client once.
+func FuzzReplyRouting(f *testing.F) {
+	for _, s := range []string{
+		":srv 311 alice bob ~b h * :Bob", ":srv 318 alice bob :End", ":srv 401 alice", ":srv 421 alice",
+		":srv 353 alice = #c :a b", ":srv 366 alice #c", ":srv 474 alice #a :banned", ":alice JOIN #b",
+		":srv FAIL", ":srv FAIL JOIN X :no", ":alice MODE alice :+i", ":srv 329", "@label=otrbnc1 :srv 401 alice x",
+		"@label=otrbnc2 BATCH +x labeled-response", "@batch=x :srv 311 alice a", "BATCH -x", "@label=otrbnc3 ACK",
+		":srv 352 alice", ":srv 315", ":srv 322 alice #c 3 :t", ":alice NICK bob", ":srv 433 * bob :in use",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		sf := newStateFuzz(t)
+		dc2 := &downstream{conn: detachedConn(), id: 2, nick: "alice", caps: map[string]bool{}, logger: sf.n.logger, now: func() time.Time { return sf.clock }}
+		sf.n.handleEvent(evDownstreamAttach{dc: dc2})
+		sf.n.upCaps["labeled-response"] = true
+		for _, c := range []string{"WHOIS bob", "MODE #c", "NAMES #c", "MODE alice +i"} {
+			sf.client(c)
+		}
+		sf.n.upCaps["labeled-response"] = false
+		m, err := parseLine(line)
+		if err != nil {
+			return
+		}
+		for _, c := range []string{"JOIN #a,#b", "NICK bob", "FROB", "WHO", "LIST"} {
+			sf.n.handleEvent(evDownstreamMsg{dc: dc2, m: mustParse(t, c)})
+		}
+		for _, q := range []*sendQueue{sf.dc.conn.q, dc2.conn.q} {
+			for {
+				if _, _, ok := q.pop(); !ok {
+					break
+				}
+			}
+		}
+		sf.n.handleEvent(evUpstreamMsg{uc: sf.up, m: m})
+		if len(sf.n.pending) > maxPending {
+			t.Fatalf("%d pending", len(sf.n.pending))
+		}
+		for _, q := range []*sendQueue{sf.dc.conn.q, dc2.conn.q} {
+			count := 0
+			for {
+				lines, _, ok := q.pop()
+				if !ok {
+					break
+				}
+				for _, l := range lines {
+					if strings.HasSuffix(l, strings.TrimPrefix(line, "@")) {
+						count++
+					}
+				}
+			}
+			if count > 1 {
+				t.Fatalf("%q reached a client %d times", line, count)
+			}
+		}
+	})
+}
+
+func mustParse(t *testing.T, line string) *irc.Message {
+	t.Helper()
+	m, err := parseLine(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
