@@ -12,8 +12,11 @@ import (
 // implements itself, never passed through from the network: sts (it would
 // push loopback clients to TLS), draft/multiline (outgoing batches would
 // have to be gathered before encryption), draft/chathistory and the
-// bouncer vendor capabilities (soju.im/*, znc.in/playback: they replay
-// ciphertext that can no longer be decrypted) are therefore never offered.
+// bouncer vendor capabilities for history (soju.im/*, znc.in/playback:
+// they replay ciphertext that can no longer be decrypted) are therefore
+// never offered. znc.in/self-message (ZNC's and soju's) asks for what the
+// user's other clients send; without it (or echo-message) a client is
+// not shown those messages, which it would file as sent to ourselves.
 var offeredCaps = []struct{ name, value string }{
 	{"batch", ""},
 	{"cap-notify", ""},
@@ -23,6 +26,7 @@ var offeredCaps = []struct{ name, value string }{
 	{"sasl", "PLAIN"},
 	{"server-time", ""},
 	{"standard-replies", ""},
+	{"znc.in/self-message", ""},
 }
 
 // capOffered reports whether otrbnc offers the capability name.

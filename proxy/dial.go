@@ -189,11 +189,13 @@ func registerUpstream(ctx context.Context, c *ircConn, cfg *config.NetworkConfig
 						if mech != "" && (val == "" || containsFold(strings.Split(val, ","), mech)) {
 							want = append(want, name)
 						}
-					case "chghost", "multi-prefix", "server-time", "message-tags", "batch":
+					case "chghost", "multi-prefix", "server-time", "message-tags", "batch", "labeled-response":
 						// server-time and batch tell live messages from
 						// history (history.go); message-tags carries
-						// clients' tags. echo-message is never asked:
-						// otrbnc echoes plaintext itself.
+						// clients' tags; labeled-response names the
+						// command each reply answers (routing.go).
+						// echo-message is never asked: otrbnc echoes
+						// plaintext itself.
 						want = append(want, name)
 					}
 				}

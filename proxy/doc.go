@@ -85,7 +85,8 @@
 //     configurable marker, with formatting, control and bidi characters
 //     removed so the peer cannot disguise it, followed by a *otr warning.
 //   - What one client sends privately is echoed, as plaintext, to the other
-//     attached clients (and to the sender with echo-message). Upstream
+//     attached clients that ask for it (echo-message or
+//     znc.in/self-message), and to the sender with echo-message. Upstream
 //     echoes of our own OTR traffic are dropped.
 //   - Under policy always, a message typed before the session is up is
 //     queued by the engine and sent once the AKE completes with a key seen
@@ -119,20 +120,33 @@
 // Clients talk to the "*otr" service (/msg *otr help). Its commands are
 // rows of a table (serviceCommands, commands.go) that also generates
 // docs/commands.md; they accept any unique prefix and shell-like quoting.
-// Replies go to the asking client; events go to all attached clients, or
-// wait in memory (bounded, with their time) for the next one, and pending
-// verification questions are asked again on attach. Nobody on the network
+// Replies go to the asking client; events go to all attached clients,
+// and wait in the backlog for the others, and pending verification
+// questions are asked again on attach. Nobody on the network
 // can speak as *otr. Policies, the ignore list and settings changed there
 // are saved in the state directory (settings.go) and take precedence over
 // the configuration file; trust lives in the keystore.
+//
+// # Several clients
+//
+// Any number of clients may attach to a network. Lines from the network
+// reach every client, except replies to one client's command, which go to
+// that client only (routing.go: by label when the network supports
+// labeled-response, else by reply family and target). A client's own
+// messages reach the others only if they negotiated echo-message or
+// znc.in/self-message. A client names its identity in its username
+// ("network@client"); each identity is shown, when it attaches, the
+// channel and private messages and *otr notices it missed, kept in
+// memory only and bounded (backlog.go).
 //
 // # IRCv3 towards clients
 //
 // The capabilities offered to clients are otrbnc's own (caps.go):
 // batch, cap-notify, echo-message, labeled-response, message-tags,
-// sasl, server-time and standard-replies; sts, draft/multiline, chathistory and bouncer
-// vendor capabilities are never offered. Every line a client receives
-// carries only the tags its capabilities allow. otrbnc answers labels
+// sasl, server-time, standard-replies and znc.in/self-message; sts,
+// draft/multiline, chathistory and the bouncer history capabilities are
+// never offered. Every line a client receives carries only the tags its
+// capabilities allow. otrbnc answers labels
 // itself for what it handles (private messages, whatever their number of
 // OTR fragments, *otr commands, PING, CAP); commands passed to the network
 // lose their label. Client-only tags (+typing, +draft/reply, …) on

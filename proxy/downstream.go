@@ -23,12 +23,21 @@ const (
 // downstream is one attached client. Its fields other than conn are owned
 // by the network goroutine once attached.
 type downstream struct {
-	conn   *ircConn
-	id     uint64
-	nick   string // the nick the client believes it has
-	user   string
-	caps   map[string]bool
-	logger *slog.Logger
+	conn *ircConn
+	id   uint64
+	nick string // the nick the client believes it has
+	user string
+	caps map[string]bool
+	// clientName names the client's identity (backlog.go); "" is the
+	// default identity.
+	clientName string
+	// identity is the backlog identity while attached (nil when there
+	// was no room for it).
+	identity *clientIdentity
+	// deferred holds, per folded channel, backlog lines waiting for the
+	// channel's names list.
+	deferred map[string][]backlogLine
+	logger   *slog.Logger
 	// now is the server's clock, for server-time tags.
 	now func() time.Time
 }
@@ -97,8 +106,16 @@ func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 		dc.conn.Shutdown(2 * time.Second)
 		return
 	}
+	netName, client, ok := parseClientUser(user)
+	if !ok {
+		logger.Info("client not admitted: invalid client name in the username")
+		dc.conn.SendMessage(msg(serverName, "ERROR", fmt.Sprintf("Closing link: invalid client name after '@' in the username (use 1 to %d letters, digits, '.', '_' or '-')", maxClientName)))
+		dc.conn.Shutdown(2 * time.Second)
+		return
+	}
+	dc.clientName = client
 	dc.conn.setQueueLimit(queueAuthenticated)
-	n := s.pickNetwork(user)
+	n := s.pickNetwork(netName)
 	logger = logger.With("network", n.cfg.Name)
 	dc.logger = logger
 	logger.Info("client attached")
@@ -116,13 +133,9 @@ func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 	logger.Info("client detached", "reason", dc.conn.Err())
 }
 
-// pickNetwork selects the network named by the username ("name" or
-// "anything/name"); the first network is the default.
-func (s *Server) pickNetwork(user string) *network {
-	name := user
-	if i := strings.LastIndexByte(user, '/'); i >= 0 {
-		name = user[i+1:]
-	}
+// pickNetwork selects the network named name (from the username, see
+// parseClientUser); the first network is the default.
+func (s *Server) pickNetwork(name string) *network {
 	for _, n := range s.networks {
 		if strings.EqualFold(n.cfg.Name, name) {
 			return n
@@ -131,17 +144,16 @@ func (s *Server) pickNetwork(user string) *network {
 	return s.networks[0]
 }
 
-// replayToClient sends a kept message to dc: with its time tag for clients with
-// server-time, otherwise with the time written before the text.
-func (n *network) replayToClient(dc *downstream, m *irc.Message) {
+// replayed returns a kept message as dc is shown it: with its time tag
+// for clients with server-time, otherwise with the time written before
+// the text.
+func (n *network) replayed(dc *downstream, m *irc.Message) *irc.Message {
 	if dc.hasCap("server-time") || len(m.Params) < 2 || (m.Command != "PRIVMSG" && m.Command != "NOTICE") {
-		n.toClient(dc, m)
-		return
+		return m
 	}
 	t, ok := parseServerTime(m.Tags["time"])
 	if !ok {
-		n.toClient(dc, m)
-		return
+		return m
 	}
 	c := m.Copy()
 	stamp := "[" + replayStamp(t, n.now()) + "] "
@@ -150,7 +162,7 @@ func (n *network) replayToClient(dc *downstream, m *irc.Message) {
 	} else {
 		c.Params[1] = stamp + c.Params[1]
 	}
-	n.toClient(dc, c)
+	return c
 }
 
 // replayStamp formats t for a client without server-time: the time of
@@ -191,40 +203,35 @@ func (n *network) attach(dc *downstream) {
 		)
 	}
 	dc.write(msg(serverName, "422", dc.nick, "MOTD omitted by otrbnc"))
+	lines, lost, tracked := n.attachBacklog(dc)
+	waiting := map[string]bool{}
 	if n.up != nil {
 		for key, ch := range n.channels {
 			dc.write(msg(n.selfPrefix(), "JOIN", ch.name))
 			if ch.topic != "" {
 				dc.write(msg(serverName, "332", dc.nick, ch.name, ch.topic))
 			}
-			n.names = append(n.names, namesRequest{channel: key, dc: dc})
-			n.toUpstreamMsg(msg("", "NAMES", ch.name))
+			// The names list comes from the network; the channel's
+			// backlog follows it (releaseChannelBacklog).
+			names := msg("", "NAMES", ch.name)
+			p := n.addPending(dc, names)
+			if p.label != "" {
+				names.Tags["label"] = p.label
+			}
+			if n.toUpstreamMsg(names) != nil {
+				n.removePending(p)
+				continue
+			}
+			p.release = key
+			waiting[key] = true
 		}
 	} else {
 		n.tellClient(dc, fmt.Sprintf("%s is not connected yet; otrbnc keeps trying", n.cfg.Name))
 	}
-	if n.lostEvents > 0 {
-		n.tellClient(dc, fmt.Sprintf("%d older *otr message(s) did not fit in memory and are lost", n.lostEvents))
+	if !tracked {
+		n.tellClient(dc, fmt.Sprintf("too many client identities are attached to %s; this client gets no backlog", n.cfg.Name))
 	}
-	for _, e := range n.backlog {
-		for _, line := range serviceLines(e.text) {
-			m := n.serviceMsg(dc, line)
-			m.Tags["time"] = formatServerTime(e.at)
-			n.replayToClient(dc, m)
-		}
-	}
-	n.backlog, n.lostEvents = nil, 0
-	if len(n.detached) > 0 {
-		note := fmt.Sprintf("%d private message(s) arrived while no client was attached:", len(n.detached))
-		if n.lostPrivate > 0 {
-			note += fmt.Sprintf(" (%d older ones did not fit in memory and are lost)", n.lostPrivate)
-		}
-		n.tellClient(dc, note)
-		for _, m := range n.detached {
-			n.replayToClient(dc, n.retarget(m, dc))
-		}
-		n.detached, n.lostPrivate = nil, 0
-	}
+	n.replayBacklog(dc, lines, lost, waiting)
 	n.otrAttach(dc)
 }
 
@@ -235,13 +242,10 @@ func (n *network) detach(dc *downstream) {
 			break
 		}
 	}
-	kept := n.names[:0]
-	for _, r := range n.names {
-		if r.dc != dc {
-			kept = append(kept, r)
-		}
-	}
-	n.names = kept
+	n.orphanPending(dc)
+	n.detachBacklog(dc)
+	dc.deferred = nil
+	dc.identity = nil
 }
 
 // handleDownstream handles one message from an attached client. A label
@@ -280,7 +284,7 @@ func (n *network) handleDownstream(dc *downstream, m *irc.Message) {
 			n.tellClient(dc, fmt.Sprintf("%s is not connected; %s not sent", n.cfg.Name, m.Command))
 			return
 		}
-		if err := n.toUpstreamMsg(m); err != nil {
+		if err := n.sendCommand(dc, m); err != nil {
 			n.tellClient(dc, fmt.Sprintf("%s: %s not sent", err, m.Command))
 		}
 	}
@@ -416,21 +420,27 @@ func (n *network) tagsUpstream(ctags irc.Tags) irc.Tags {
 	return ctags.Copy()
 }
 
-// echoToClients mirrors what dc sent, as plaintext, to the other clients and to dc
-// itself when it negotiated echo-message.
+// echoToClients mirrors what dc sent, as plaintext: to dc itself when it
+// negotiated echo-message, and to the other clients that asked for what
+// their other clients send (echo-message or znc.in/self-message; others
+// would show it as a message from us to ourselves). It is kept for the
+// client identities that are not attached (backlog.go).
 func (n *network) echoToClients(from *downstream, cmd, target, text string, ctags irc.Tags) {
+	var m *irc.Message
+	if cmd == "TAGMSG" {
+		m = msg(n.selfPrefix(), cmd, target)
+	} else {
+		m = msg(n.selfPrefix(), cmd, target, text)
+	}
+	for k, v := range ctags {
+		m.Tags[k] = v
+	}
+	n.keep(m)
 	for _, dc := range n.downstreams {
-		if dc != from || from.hasCap("echo-message") {
-			var m *irc.Message
-			if cmd == "TAGMSG" {
-				m = msg(n.selfPrefix(), cmd, target)
-			} else {
-				m = msg(n.selfPrefix(), cmd, target, text)
-			}
-			for k, v := range ctags {
-				m.Tags[k] = v
-			}
+		if dc == from && from.hasCap("echo-message") {
 			n.toClient(dc, m)
+		} else if dc != from && wantsOwn(dc) {
+			n.liveToClient(dc, m)
 		}
 	}
 }

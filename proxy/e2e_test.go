@@ -35,7 +35,7 @@ func TestE2EChannelsAndClients(t *testing.T) {
 	c1.send("PRIVMSG #room :hi from alice")
 	bob.expect("channel text from alice", privmsgFrom("alice", "hi from alice"))
 
-	c2 := registerClient(t, env.addr, "alice")
+	c2 := registerClient(t, env.addr, "alice", "znc.in/self-message")
 	c2.expect("JOIN replay", func(m *irc.Message) bool { return m.Command == "JOIN" && m.Param(0) == "#room" })
 	c2.expect("NAMES reply", func(m *irc.Message) bool { return m.Command == "353" && strings.Contains(m.Trailing(), "bob") })
 	c1.send("PRIVMSG #room :second line")
@@ -293,14 +293,14 @@ func TestE2EDetachedBuffer(t *testing.T) {
 	bob.say("alice", "while you were away")
 	bob.c.send("PRIVMSG alice :and this in clear")
 	for kept := 0; kept < 2; {
-		env.inNetwork(func(n *network) { kept = len(n.detached) })
+		env.inNetwork(func(n *network) { kept = keptMessages(n) })
 		if time.Now().After(deadline) {
 			t.Fatal("messages not kept")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	c = registerClient(t, env.addr, "alice")
-	c.expect("replay notice", serviceSays("2 private message(s) arrived while no client was attached"))
+	c.expect("replay notice", serviceSays("while this client was away: 2 private message(s)"))
 	c.expect("decrypted replay", privmsgFrom("bob", "while you were away"))
 	m := c.expect("marked replay", privmsgFrom("bob", "and this in clear"))
 	// A client without server-time sees when the message arrived.

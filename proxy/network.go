@@ -49,12 +49,6 @@ const (
 	serviceNick = "*otr"
 	// servicePrefix is the full prefix of the service's lines.
 	servicePrefix = "*otr!otr@otrbnc"
-	// maxBacklog is how many service notices are kept for the next
-	// client while none is attached (memory only).
-	maxBacklog = 100
-	// maxDetached is how many private messages are kept (in memory only)
-	// while no client is attached.
-	maxDetached = 500
 	// maxISupportLines bounds the RPL_ISUPPORT lines kept for replay.
 	maxISupportLines = 32
 )
@@ -80,21 +74,25 @@ type network struct {
 	casemap     casemapping
 	channels    map[string]*channel // by folded name
 	downstreams []*downstream
-	names       []namesRequest
 	selfWho     int
-	backlog     []backlogEntry // *otr events while no client is attached
-	lostEvents  int            // ... and how many did not fit
-	detached    []*irc.Message // private messages while no client is attached
-	lostPrivate int            // ... and how many did not fit
-	otr         *otrState
-	services    []serviceCommand
-	upCaps      map[string]bool          // capabilities the network acknowledged
-	batches     map[string]upstreamBatch // open upstream batches by reference
-	skew        time.Duration            // our clock minus the network's
-	resp        *response                // the labeled command being answered
-	batchSeq    uint64
-	genkey      genkeyState
-	notices     noticeLimiter // peer-caused notices this minute
+	// backlog keeps what client identities have not seen (backlog.go).
+	backlog *backlogStore
+	// pending are client commands whose replies may still come
+	// (routing.go); labelBatches maps the network's labeled-response
+	// batches to them.
+	pending      []*pendingCmd
+	labelBatches map[string]*pendingCmd
+	labelSeq     uint64
+	pendingSwept time.Time // last expirePending
+	otr          *otrState
+	services     []serviceCommand
+	upCaps       map[string]bool          // capabilities the network acknowledged
+	batches      map[string]upstreamBatch // open upstream batches by reference
+	skew         time.Duration            // our clock minus the network's
+	resp         *response                // the labeled command being answered
+	batchSeq     uint64
+	genkey       genkeyState
+	notices      noticeLimiter // peer-caused notices this minute
 
 	// stateDir holds the settings file; saved is what it holds.
 	stateDir string
@@ -117,12 +115,6 @@ type channel struct {
 	topic string
 }
 
-// namesRequest routes a NAMES reply to the client that caused it.
-type namesRequest struct {
-	channel string // folded
-	dc      *downstream
-}
-
 func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 	n := &network{
 		srv:       s,
@@ -134,6 +126,7 @@ func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 		chantypes: "#&",
 		channels:  map[string]*channel{},
 		stateDir:  s.opts.StateDir,
+		backlog:   newBacklogStore(cfg.BacklogLines),
 		ctx:       context.Background(),
 	}
 	if n.stateDir == "" {
@@ -261,7 +254,7 @@ func (n *network) handleEvent(ev any) {
 		if e.uc == n.up {
 			n.up = nil
 			n.burst = false
-			n.names = nil
+			n.clearPending()
 			n.selfWho = 0
 			n.tellClients(fmt.Sprintf("disconnected from %s (%v); reconnecting in %s", n.cfg.Name, e.err, e.retry.Round(time.Second)))
 		}
@@ -333,27 +326,30 @@ func (n *network) toClient(dc *downstream, ms ...*irc.Message) {
 	dc.write(ms...)
 }
 
-// toClients sends m to every attached client. With none attached,
-// private messages are kept in memory for the next client, stamped with
-// the time they arrived when the network did not say.
+// toClients sends m to every attached client, and keeps channel and
+// private messages for the client identities that are not attached
+// (backlog.go). Messages we sent ourselves (from another client, or
+// echoed by an upstream bouncer) go only to clients that asked for them
+// (echo-message, znc.in/self-message).
 func (n *network) toClients(m *irc.Message) {
-	if len(n.downstreams) == 0 {
-		if (m.Command == "PRIVMSG" || m.Command == "NOTICE") && n.isSelf(m.Param(0)) {
-			if len(n.detached) >= maxDetached {
-				n.detached = n.detached[1:]
-				n.lostPrivate++
-			}
-			if m.Tags["time"] == "" {
-				m = m.Copy()
-				m.Tags["time"] = formatServerTime(n.now())
-			}
-			n.detached = append(n.detached, m)
+	n.keep(m)
+	own := (m.Command == "PRIVMSG" || m.Command == "NOTICE" || m.Command == "TAGMSG") &&
+		m.Prefix != nil && m.Prefix.Name != "" && n.isSelf(m.Prefix.Name)
+	for _, dc := range n.downstreams {
+		if own && !wantsOwn(dc) {
+			continue
 		}
+		n.liveToClient(dc, n.retarget(m, dc))
+	}
+}
+
+// liveToClient sends dc a line as it happens, unless it must wait behind
+// a channel backlog (deferLive).
+func (n *network) liveToClient(dc *downstream, m *irc.Message) {
+	if n.deferLive(dc, m) {
 		return
 	}
-	for _, dc := range n.downstreams {
-		n.toClient(dc, n.retarget(m, dc))
-	}
+	n.toClient(dc, m)
 }
 
 // errNotConnected is reported when the upstream is down.

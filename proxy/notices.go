@@ -10,12 +10,6 @@ import (
 	"gopkg.in/irc.v4"
 )
 
-// backlogEntry is a *otr event kept for the next client.
-type backlogEntry struct {
-	at   time.Time
-	text string
-}
-
 // serviceMsg is one line from *otr to dc, as PRIVMSG or NOTICE per the
 // notify setting.
 func (n *network) serviceMsg(dc *downstream, line string) *irc.Message {
@@ -85,17 +79,10 @@ func (n *network) tellClient(dc *downstream, text string) {
 	}
 }
 
-// tellClients sends a service line to every client, or keeps it for the
-// next one when none is attached.
+// tellClients sends a service line to every client, and keeps it for the
+// client identities that are not attached (backlog.go).
 func (n *network) tellClients(text string) {
-	if len(n.downstreams) == 0 {
-		n.backlog = append(n.backlog, backlogEntry{at: n.now(), text: text})
-		if len(n.backlog) > maxBacklog {
-			n.lostEvents += len(n.backlog) - maxBacklog
-			n.backlog = n.backlog[len(n.backlog)-maxBacklog:]
-		}
-		return
-	}
+	n.keepNotice(text)
 	for _, dc := range n.downstreams {
 		n.tellClient(dc, text)
 	}

@@ -327,10 +327,11 @@ your IRC client:
 - Replies go only to the client that sent the command. Events (a private
   conversation starting or ending, verification requests and results,
   unencrypted messages, a peer's key changing) go to every attached client,
-  each line starting with ` + "`[nick]`" + `. Events that happen while no client is
-  attached are kept in memory (the latest 100) and shown to the next client
-  that attaches, with the time they happened; verification questions still
-  waiting for your answer are repeated then too.
+  each line starting with ` + "`[nick]`" + `. Events that happen while a client is
+  away are kept in memory (at least the latest 100, or ` + "`backlog_lines`" + `) and
+  shown to it when it attaches again, with the time they happened
+  (user-guide.md, "Several clients"); verification questions still waiting
+  for your answer are repeated then too.
 - ` + "`*otr`" + ` talks with PRIVMSG, or NOTICE after ` + "`set notify notice`" + `.
   Nobody on the network can speak as ` + "`*otr`" + `: otrbnc drops anything from
   that nick.

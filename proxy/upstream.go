@@ -105,7 +105,7 @@ func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
 		}
 	}
 	n.isupport = nil
-	n.names = nil
+	n.clearPending()
 	var joins []string
 	for _, ch := range n.channels {
 		joins = append(joins, ch.name)
@@ -165,7 +165,12 @@ func (n *network) handleUpstream(m *irc.Message) {
 		n.logger.Info("upstream sent ERROR", "text", m.Trailing())
 		return
 	case "BATCH":
-		n.onUpstreamBatch(&irc.Message{Tags: raw, Prefix: m.Prefix, Command: m.Command, Params: m.Params})
+		b := &irc.Message{Tags: raw, Prefix: m.Prefix, Command: m.Command, Params: m.Params}
+		n.onLabeledBatch(b)
+		n.onUpstreamBatch(b)
+		return
+	case "ACK":
+		n.onACK(raw)
 		return
 	case "PONG":
 		n.noteServerTime(raw)
@@ -218,6 +223,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 		}
 	case "NICK":
 		if n.isSelf(m.Prefix.Name) {
+			n.settleNick(m.Param(0))
 			n.setSelf(m.Param(0), n.user, n.host)
 			for _, dc := range n.downstreams {
 				n.toClient(dc, m)
@@ -255,23 +261,6 @@ func (n *network) handleUpstream(m *irc.Message) {
 		if ch := n.channels[n.casemap.fold(m.Param(0))]; ch != nil {
 			ch.topic = m.Param(1)
 		}
-	case "353", "366":
-		name := m.Param(1)
-		if m.Command == "353" {
-			name = m.Param(2)
-		}
-		key := n.casemap.fold(name)
-		for i, r := range n.names {
-			if r.channel == key {
-				if n.hasDownstream(r.dc) {
-					n.toClient(r.dc, n.retarget(m, r.dc))
-				}
-				if m.Command == "366" {
-					n.names = append(n.names[:i], n.names[i+1:]...)
-				}
-				return
-			}
-		}
 	case "PRIVMSG", "NOTICE":
 		n.handleUpstreamText(m, n.isHistory(raw))
 		return
@@ -280,7 +269,7 @@ func (n *network) handleUpstream(m *irc.Message) {
 			return
 		}
 	}
-	n.toClients(m)
+	n.relay(m, raw)
 }
 
 func (n *network) parseISupport(m *irc.Message) {

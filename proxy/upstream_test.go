@@ -95,7 +95,7 @@ func TestUpstreamSASLPlainNickFallbackAndFiltering(t *testing.T) {
 	s.send(":srv 352 alice_ * ~u visible.host srv alice_ H :0 u", ":srv 315 alice_ alice_ :End of WHO")
 	env.waitUp()
 
-	c := registerClient(t, env.addr, "someone")
+	c := registerClient(t, env.addr, "someone", "znc.in/self-message")
 	env.inNetwork(func(n *network) {
 		if n.nick != "alice_" || n.user != "~u" || n.host != "visible.host" || n.casemap != caseASCII {
 			t.Errorf("learnt %s!%s@%s casemap %d", n.nick, n.user, n.host, n.casemap)

@@ -61,7 +61,7 @@ type ListenConfig struct {
 // NetworkConfig is one upstream IRC network.
 type NetworkConfig struct {
 	// Name identifies the network; clients pick it with their username
-	// ("name" or "anything/name").
+	// ("name" or "anything/name", optionally followed by "@client").
 	Name string `toml:"name"`
 	// Address is ircs://host[:port] (TLS, the default scheme) or
 	// irc+insecure://host[:port] (plaintext, only when asked explicitly).
@@ -108,6 +108,9 @@ type NetworkConfig struct {
 	ReconnectMax Duration `toml:"reconnect_max"`
 	// Channels are joined after each registration.
 	Channels []string `toml:"channels"`
+	// BacklogLines bounds the lines kept in memory, per channel or nick,
+	// for clients that are not attached.
+	BacklogLines int `toml:"backlog_lines"`
 }
 
 // SASLConfig configures SASL towards the network.
@@ -153,6 +156,12 @@ var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 const (
 	MinFragmentSize = 200
 	MaxFragmentSize = 480
+)
+
+// Bounds of backlog_lines: lines kept in memory per channel or nick.
+const (
+	DefaultBacklogLines = 200
+	MaxBacklogLines     = 10000
 )
 
 // Defaults used when a setting is absent.
@@ -392,6 +401,12 @@ func (n *NetworkConfig) ApplyDefaults() error {
 	if n.PlaintextMarker == "" {
 		n.PlaintextMarker = DefaultPlaintextMarker
 	}
+	switch {
+	case n.BacklogLines == 0:
+		n.BacklogLines = DefaultBacklogLines
+	case n.BacklogLines < 0 || n.BacklogLines > MaxBacklogLines:
+		return fmt.Errorf("backlog_lines %d out of range [1, %d]", n.BacklogLines, MaxBacklogLines)
+	}
 	if n.RateBurst <= 0 {
 		n.RateBurst = defaultRateBurst
 	}
@@ -526,8 +541,9 @@ address = "127.0.0.1:6667"
 # tls_key = "/path/to/key.pem"
 
 # One [[network]] block per upstream network. Clients choose the network by
-# their username: "libera" or "anything/libera". The first one is the
-# default.
+# their username: "libera" or "anything/libera", optionally followed by
+# "@laptop" to name the client (each name gets its own backlog). The first
+# network is the default.
 [[network]]
 name = "libera"
 # ircs:// (TLS, verified) is the default; plaintext needs irc+insecure://.
@@ -547,6 +563,9 @@ fragment_size = 0
 rate_burst = 5
 rate_interval = "2s"
 # channels = ["#otrbnc"]
+# Lines kept in memory (never on disk), per channel or nick, for clients
+# that are not attached.
+backlog_lines = 200
 
 # SASL towards the network (plain or external):
 # [network.sasl]
