@@ -3,17 +3,11 @@
 package main
 
 import (
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"unicode"
 )
-
-// pendingEnv runs the assertions of behaviour otrbnc does not have yet;
-// without it they are skipped, so that the suite stays green until the
-// proxy implements them.
-const pendingEnv = "OTRBNC_PENDING"
 
 // TestIrssiQueryWindow is the user's story in irssi 1.4 (without its OTR
 // module) through otrbnc and ngIRCd, with an irssi-otr-like peer (libotr
@@ -71,17 +65,14 @@ func TestIrssiQueryWindow(t *testing.T) {
 
 	win := cl.window("bob")
 	t.Logf("query window:\n%s", strings.Join(win, "\n"))
-	// What irssi shows today: the refused line looks sent, like any other
-	// line the user typed (irssi 1.4 has no echo-message, so it shows typed
-	// lines itself), and otrbnc's word on it is in the *otr window only.
+	// irssi 1.4 has no echo-message: it shows the lines the user types
+	// itself, the refused one too; otrbnc's line after it says it was not
+	// sent (RefusalAndStateInQueryWindow).
 	if !containsLine(win, "<alice> are you still there?") {
 		t.Errorf("the refused line is not in the query window")
 	}
 
 	t.Run("RefusalAndStateInQueryWindow", func(t *testing.T) {
-		if os.Getenv(pendingEnv) != "1" {
-			t.Skipf("pending: otrbnc shows refusals and OTR state changes only in the *otr window (set %s=1 to run)", pendingEnv)
-		}
 		var ours []string
 		check := func(what, from, to string, want *regexp.Regexp) {
 			t.Helper()
