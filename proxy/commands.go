@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"otrbnc/otrcore"
@@ -81,6 +83,12 @@ func otrCommands() []serviceCommand {
 			name: "authabort", aliases: []string{"smpabort"}, usage: "authabort <nick>",
 			help:     "abort a running identity verification",
 			examples: []string{"authabort bob"}, minArgs: 1, maxArgs: 1, run: cmdAuthAbort,
+		},
+		{
+			name: "instance", aliases: []string{"session"}, usage: "instance <nick> [instance]",
+			help:     "list nick's OTR sessions, or choose the one your messages go to",
+			details:  "Someone can run several OTR programs under one nick (OTRv3 instances), each with its own key. otrbnc never moves your messages on its own from a session with one key to a session with a different, unverified key: it keeps the current one, marks what the others send, and refuses your messages if the current session's key changes, until you choose here (or verify the key with auth). The instance is the 8 hex digits listed.",
+			examples: []string{"instance bob", "instance bob 1a2b3c4d"}, minArgs: 1, maxArgs: 2, run: cmdInstance,
 		},
 		{
 			name: "policy", usage: "policy [<nick|mask>|default|known] [never|manual|opportunistic|always|unset]",
@@ -293,12 +301,63 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 	} else if st.SMPInProgress {
 		n.tellClient(dc, fmt.Sprintf("[%s] identity verification in progress", p.nick))
 	}
+	if st.KeyNotConfirmed {
+		n.tellClient(dc, fmt.Sprintf("[%s] the session's key changed to one you did not talk to before and have not verified: your messages are refused until you choose (/msg *otr instance %s <instance>) or verify it", p.nick, p.nick))
+	}
 	if st.Held > 0 {
 		n.tellClient(dc, fmt.Sprintf("[%s] %d message(s) queued", p.nick, st.Held))
 	}
-	for _, in := range st.Instances {
-		n.tellClient(dc, fmt.Sprintf("[%s] instance %08x: %s (v%d)", p.nick, in.Instance, in.State, in.Version))
+	if !p.asked.IsZero() && st.State != otrcore.StateEncrypted {
+		n.tellClient(dc, fmt.Sprintf("[%s] asked for a private conversation at %s, no answer yet", p.nick, p.asked.Local().Format("15:04:05")))
 	}
+	if len(st.Instances) > 1 || (len(st.Instances) == 1 && !st.Instances[0].Current) {
+		n.tellInstances(dc, p, st)
+	}
+	return nil
+}
+
+// tellInstances lists the peer's OTR sessions, one line each.
+func (n *network) tellInstances(dc *downstream, p *otrPeer, st otrcore.Status) {
+	for _, in := range st.Instances {
+		line := fmt.Sprintf("[%s] instance %08x: %s, OTRv%d", p.nick, in.Instance, in.State, in.Version)
+		if in.HasFingerprint {
+			line += fmt.Sprintf(", key %s (%s)", in.Fingerprint, trustWord(in.Trusted))
+		}
+		if in.Current {
+			line += ", your messages go here"
+		}
+		n.tellClient(dc, line)
+	}
+}
+
+func cmdInstance(n *network, dc *downstream, args []string) error {
+	p, err := n.knownPeer(args[0])
+	if err != nil {
+		return err
+	}
+	st := p.conv.Status()
+	if len(args) == 1 {
+		if len(st.Instances) == 0 {
+			n.tellClient(dc, fmt.Sprintf("[%s] no OTR session", p.nick))
+			return nil
+		}
+		n.tellInstances(dc, p, st)
+		return nil
+	}
+	tag, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(args[1]), "0x"), 16, 32)
+	if err != nil {
+		return fmt.Errorf("%q is not an instance; /msg *otr instance %s lists them", args[1], p.nick)
+	}
+	if err := p.conv.SetCurrentInstance(uint32(tag)); err != nil {
+		if errors.Is(err, otrcore.ErrUnknownInstance) || errors.Is(err, otrcore.ErrNotEncrypted) {
+			return fmt.Errorf("%s has no encrypted session with instance %08x; /msg *otr instance %s lists them", p.nick, tag, p.nick)
+		}
+		return err
+	}
+	p.engage(n.now())
+	st = p.conv.Status()
+	n.stateToClients(p.nick, fmt.Sprintf("your messages now go to instance %08x (key %s, %s)", st.Instance, shortFP(st.Fingerprint), trustWord(st.Trusted)),
+		fmt.Sprintf("your messages to %s now go to the session with instance %08x, key %s (%s)", p.nick, st.Instance, st.Fingerprint, trustWord(st.Trusted)))
 	return nil
 }
 

@@ -287,3 +287,79 @@ func TestHostileFinishUnderAlwaysSaysQueued(t *testing.T) {
 	fn.sync(c)
 	assertNotInClear(t, fn, "SECRET-after-finish")
 }
+
+// TestHostileSecondInstanceCannotSteer: with bob's verified session
+// running, another OTR program under bob's nick (an attacker's, with its
+// own key and instance tag) completes an AKE. otrbnc keeps sending to
+// bob's session, marks every line of the other one, announces it, and
+// lets the user choose (defect 5, I4).
+func TestHostileSecondInstanceCannotSteer(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	c := registerClient(t, env.addr, "alice")
+	bob.secure(c)
+	cmd(c, "trust bob "+testKey(t, 1).Fingerprint().String(), "is now trusted")
+
+	// mallory, under bob's nick, answers a query of her own making.
+	mallory := otrcore.NewConversation(&otrcore.Account{Key: testKey(t, 2), InstanceTag: 0x3003}, "alice",
+		otrcore.Options{Policy: otrcore.PolicyManual, MaxMessageSize: 400})
+	inject := func(res otrcore.Result) {
+		for _, o := range res.Send {
+			for _, l := range o.Lines {
+				fn.s.send(":bob!evil@elsewhere PRIVMSG alice :" + l)
+			}
+		}
+	}
+	res, err := mallory.Receive(time.Now(), "?OTRv3?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject(res)
+	seen := len(fn.sentTo("bob"))
+	deadline := time.Now().Add(testTimeout)
+	for mallory.Status().State != otrcore.StateEncrypted {
+		if time.Now().After(deadline) {
+			t.Fatalf("mallory's AKE did not complete")
+		}
+		fn.sync(c)
+		sent := fn.sentTo("bob")
+		for _, m := range sent[seen:] {
+			r, _ := mallory.Receive(time.Now(), m.Param(1))
+			inject(r)
+		}
+		seen = len(sent)
+	}
+	fn.sync(c)
+	announced := false
+	for _, l := range serviceTexts(c) {
+		announced = announced || strings.Contains(l, "another OTR client of bob (instance 00003003)")
+	}
+	if !announced {
+		t.Errorf("the second session was not announced: %q", serviceTexts(c))
+	}
+
+	c.send("PRIVMSG bob :for-bob-only")
+	bob.expectText("for-bob-only")
+	fn.sync(c)
+	for _, m := range fn.sentTo("bob")[seen:] {
+		if r, _ := mallory.Receive(time.Now(), m.Param(1)); r.HasText {
+			t.Errorf("mallory read %q", r.Text)
+		}
+	}
+	r, err := mallory.Send(time.Now(), "I am bob, really")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject(r)
+	m := c.expect("marked", privmsgFrom("bob", "I am bob, really"))
+	if !strings.HasPrefix(m.Trailing(), "[other session: instance 00003003, key "+testKey(t, 2).Fingerprint().String()[:8]+", UNVERIFIED] ") {
+		t.Errorf("text from the other session shown as %q", m.Trailing())
+	}
+	bob.say("from the real bob")
+	if m := c.expect("bob's text", privmsgFrom("bob", "from the real bob")); m.Trailing() != "from the real bob" {
+		t.Errorf("text from the current session shown as %q", m.Trailing())
+	}
+	cmd(c, "instance bob", "instance 00002002: encrypted, OTRv3, key "+testKey(t, 1).Fingerprint().String()+" (verified), your messages go here")
+	cmd(c, "instance bob 00003003", "your messages to bob now go to the session with instance 00003003")
+}
