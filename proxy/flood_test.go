@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +91,56 @@ func TestNoticeFloodCollapsed(t *testing.T) {
 	}
 	clock.advance(2 * time.Minute)
 	c.expect("summary", serviceSays("[mallory] 399 more malformed or unreadable OTR messages from mallory ignored in the last minute"))
+}
+
+// TestPeerMemoryBounded: hundreds of nicks each leaving the largest
+// partial state they can (a first fragment announcing 65535 pieces under
+// eight instance tags, a pending AKE) cannot push what otrbnc holds for
+// them past peer_memory_mb, the user's running session survives, and idle
+// state expires (defect 3).
+func TestPeerMemoryBounded(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", func(c *config.Config) { c.Network[0].PeerMemoryMB = 4 }, Options{Now: clock.now})
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	c := registerClient(t, env.addr, "alice")
+	bob.secure(c)
+	c.send("PRIVMSG bob :before the flood")
+	bob.expectText("before the flood")
+
+	piece := strings.Repeat("A", 360)
+	var lines []string
+	for i := range 600 {
+		nick := fmt.Sprintf("m%03d", i)
+		for tag := 0x1000; tag < 0x1008; tag++ {
+			lines = append(lines, fmt.Sprintf(":%s!m@h PRIVMSG alice :?OTR|%08x|00000000,00001,65535,%s,", nick, tag, piece))
+		}
+		lines = append(lines, ":"+nick+"!m@h PRIVMSG alice :?OTRv3?")
+	}
+	fn.s.send(lines...)
+	fn.sync(c)
+	var total, peers int
+	env.inNetwork(func(n *network) { total, peers = n.mem.total, len(n.otr.peers) })
+	if total > 4<<20 {
+		t.Errorf("peers hold %d bytes, over the 4 MiB budget", total)
+	}
+	t.Logf("after the flood: %d bytes in %d conversations", total, peers)
+	c.send("PRIVMSG bob :after the flood")
+	bob.expectText("after the flood")
+
+	// Idle state expires; bob's session stays.
+	clock.advance(peerIdle + time.Minute)
+	deadline := time.Now().Add(testTimeout)
+	for {
+		env.inNetwork(func(n *network) { peers = len(n.otr.peers) })
+		if peers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d conversations left after they went idle, want bob's only", peers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.send("PRIVMSG bob :after the expiry")
+	bob.expectText("after the expiry")
 }

@@ -93,6 +93,7 @@ type network struct {
 	batchSeq     uint64
 	genkey       genkeyState
 	notices      noticeLimiter // peer-caused notices this minute
+	mem          peerMemory    // what other nicks make us hold (peermem.go)
 
 	// stateDir holds the settings file; saved is what it holds.
 	stateDir string
@@ -137,6 +138,10 @@ func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 		return nil, fmt.Errorf("network %s: %w", cfg.Name, err)
 	}
 	n.saved = saved
+	n.mem.limit = cfg.PeerMemoryMB << 20
+	if n.mem.limit <= 0 {
+		n.mem.limit = config.DefaultPeerMemoryMB << 20
+	}
 	for _, c := range cfg.Channels {
 		n.channels[n.casemap.fold(c)] = &channel{name: c}
 	}

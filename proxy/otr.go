@@ -67,6 +67,7 @@ func (n *network) sendResult(p *otrPeer, res otrcore.Result, tags irc.Tags, inPe
 	for _, ev := range res.Events {
 		n.otrEvent(p, ev)
 	}
+	n.accountPeer(p)
 	if sendErr != nil {
 		n.tellClientsAbout(p.nick, fmt.Sprintf("OTR data for %s could not be sent: %v", p.nick, sendErr))
 	}
@@ -261,9 +262,12 @@ func (n *network) otrTick() {
 	for _, p := range n.otr.peers {
 		if res := p.conv.Tick(now); len(res.Send) > 0 || len(res.Events) > 0 {
 			n.applyPeerResult(p, res)
+		} else {
+			n.accountPeer(p) // a partial message may have expired
 		}
 		n.tickAsked(p, now)
 	}
+	n.expirePeers(now)
 }
 
 // otrReconnected restarts the AKE with peers that have queued messages:

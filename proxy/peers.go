@@ -41,6 +41,9 @@ type otrPeer struct {
 	engagedUntil time.Time
 	// replies limits protocol replies to the peer while not engaged.
 	replies replyBudget
+	// mem is what the conversation counted in the network's memory
+	// account when last measured (peermem.go).
+	mem int
 	// asked is when the user last asked the peer for a private
 	// conversation (start, or a message queued under policy always) and
 	// no session has started since; askHinted says the user was told that
@@ -273,22 +276,6 @@ func (n *network) peer(nick string) *otrPeer {
 		p.prefix = &irc.Prefix{Name: nick}
 	}
 	return p
-}
-
-// maxPeers bounds the conversations kept per network: every nick that
-// sends us a private message gets one.
-const maxPeers = 20000
-
-// evictPeer forgets one conversation that holds nothing worth keeping (no
-// session, nothing queued).
-func (n *network) evictPeer() {
-	for key, p := range n.otr.peers {
-		st := p.conv.Status()
-		if st.State == otrcore.StatePlaintext && st.Held == 0 && !peerEncrypted(st) {
-			delete(n.otr.peers, key)
-			return
-		}
-	}
 }
 
 // lookupPeer finds an existing conversation, or nil.

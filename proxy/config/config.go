@@ -108,6 +108,12 @@ type NetworkConfig struct {
 	ReconnectMax Duration `toml:"reconnect_max"`
 	// Channels are joined after each registration.
 	Channels []string `toml:"channels"`
+	// PeerMemoryMB bounds, in MiB, the memory that other nicks can make
+	// otrbnc hold for them on this network: partial fragmented messages,
+	// key exchanges under way, conversations without a session. Beyond it
+	// the state of the nicks idle longest is dropped (never a running
+	// session or queued messages).
+	PeerMemoryMB int `toml:"peer_memory_mb"`
 	// BacklogLines bounds the lines kept in memory, per channel or nick,
 	// for clients that are not attached.
 	BacklogLines int `toml:"backlog_lines"`
@@ -160,6 +166,8 @@ const (
 
 // Bounds of backlog_lines: lines kept in memory per channel or nick.
 const (
+	DefaultPeerMemoryMB = 32
+	MaxPeerMemoryMB     = 4096
 	DefaultBacklogLines = 200
 	MaxBacklogLines     = 10000
 )
@@ -400,6 +408,12 @@ func (n *NetworkConfig) ApplyDefaults() error {
 	}
 	if n.PlaintextMarker == "" {
 		n.PlaintextMarker = DefaultPlaintextMarker
+	}
+	switch {
+	case n.PeerMemoryMB == 0:
+		n.PeerMemoryMB = DefaultPeerMemoryMB
+	case n.PeerMemoryMB < 4 || n.PeerMemoryMB > MaxPeerMemoryMB:
+		return fmt.Errorf("peer_memory_mb %d out of range [4, %d]", n.PeerMemoryMB, MaxPeerMemoryMB)
 	}
 	switch {
 	case n.BacklogLines == 0:

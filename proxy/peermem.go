@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"slices"
+	"time"
+)
+
+// Memory that other nicks can fill. Every nick that sends a private
+// message gets a conversation, and every conversation can be made to hold
+// partial fragmented messages, key exchanges under way and instances
+// (otrcore.Conversation.MemoryUse). A network keeps the sum under
+// peer_memory_mb: when a message pushes it over, the conversations of
+// peers the user is not talking to shed what they hold without a session
+// (Conversation.Shed), then the idle ones are forgotten, oldest activity
+// first, until the sum is back under the budget. A running session, queued
+// messages and peers the user addressed (engaged) are never touched.
+// Conversations that hold nothing worth keeping are also forgotten after
+// peerIdle without traffic, and there are at most maxPeers of them.
+
+const (
+	// maxPeers bounds the conversations kept per network.
+	maxPeers = 20000
+	// peerIdle is how long a conversation without a session, queued
+	// messages or engagement is kept after its last traffic.
+	peerIdle = 10 * time.Minute
+	// peerOverhead is what a conversation costs the proxy beyond the
+	// engine's own estimate (the otrPeer, its map entry and strings).
+	peerOverhead = 384
+)
+
+// peerMemory is a network's account of the memory its conversations hold.
+type peerMemory struct {
+	total int // sum of otrPeer.mem
+	limit int
+}
+
+// accountPeer updates the network's memory account after an engine call
+// on p, and sheds state if the budget is exceeded.
+func (n *network) accountPeer(p *otrPeer) {
+	if n.otr.peers[p.key] != p {
+		return // forgotten meanwhile
+	}
+	m := p.conv.MemoryUse() + peerOverhead
+	n.mem.total += m - p.mem
+	p.mem = m
+	if n.mem.total > n.mem.limit {
+		n.shedPeers(n.mem.limit * 9 / 10)
+	}
+}
+
+// forgetPeer removes p from the network.
+func (n *network) forgetPeer(p *otrPeer) {
+	delete(n.otr.peers, p.key)
+	n.mem.total -= p.mem
+	p.mem = 0
+}
+
+// sheddable reports whether p holds nothing the user needs: no session,
+// no queued message, not engaged.
+func (n *network) sheddable(p *otrPeer, now time.Time) bool {
+	return !p.sessionGuarded() && !p.engaged(now)
+}
+
+// shedPeers brings the memory account down to target: first the
+// sheddable conversations drop their partial state, idle ones first, then
+// the idle ones are forgotten.
+func (n *network) shedPeers(target int) {
+	now := n.now()
+	var cands []*otrPeer
+	for _, p := range n.otr.peers {
+		if n.sheddable(p, now) {
+			cands = append(cands, p)
+		}
+	}
+	slices.SortFunc(cands, func(a, b *otrPeer) int { return a.conv.LastActivity().Compare(b.conv.LastActivity()) })
+	for _, p := range cands {
+		if n.mem.total <= target {
+			return
+		}
+		p.conv.Shed()
+		m := p.conv.MemoryUse() + peerOverhead
+		n.mem.total += m - p.mem
+		p.mem = m
+	}
+	for _, p := range cands {
+		if n.mem.total <= target {
+			return
+		}
+		n.forgetPeer(p)
+	}
+	if n.mem.total > target {
+		n.logger.Warn("peer memory over budget: what remains belongs to running sessions, queued messages or peers you talk to",
+			"bytes", n.mem.total, "budget", n.mem.limit)
+	}
+}
+
+// expirePeers forgets conversations that hold nothing worth keeping and
+// saw no traffic for peerIdle (called from the network's tick).
+func (n *network) expirePeers(now time.Time) {
+	for _, p := range n.otr.peers {
+		if n.sheddable(p, now) && now.Sub(p.conv.LastActivity()) >= peerIdle && p.conv.MemoryUse() > 0 {
+			n.forgetPeer(p)
+		}
+	}
+}
+
+// evictPeer makes room for one more conversation: the sheddable one idle
+// longest is forgotten. With none, the table grows past maxPeers (every
+// conversation then holds a session, queued messages or engagement).
+func (n *network) evictPeer() {
+	now := n.now()
+	var victim *otrPeer
+	for _, p := range n.otr.peers {
+		if n.sheddable(p, now) && (victim == nil || p.conv.LastActivity().Before(victim.conv.LastActivity())) {
+			victim = p
+		}
+	}
+	if victim != nil {
+		n.forgetPeer(victim)
+	}
+}
