@@ -5,6 +5,7 @@ import (
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"errors"
 	"fmt"
+	"otrbnc/otrcore"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -159,12 +160,12 @@ func (a *Account) PrivateKey(ctx context.Context) (*dsa.PrivateKey, error) {
 
 // Fingerprint returns the fingerprint of the account's own key, waiting for
 // the key like [Account.PrivateKey].
-func (a *Account) Fingerprint(ctx context.Context) (Fingerprint, error) {
+func (a *Account) Fingerprint(ctx context.Context) (otrcore.Fingerprint, error) {
 	k, err := a.PrivateKey(ctx)
 	if err != nil {
-		return Fingerprint{}, err
+		return otrcore.Fingerprint{}, err
 	}
-	return FingerprintOf(&k.PublicKey), nil
+	return otrcore.FingerprintOf(&k.PublicKey), nil
 }
 
 // ReplaceKey replaces the account's long-term key with key, or with a newly
@@ -172,7 +173,7 @@ func (a *Account) Fingerprint(ctx context.Context) (Fingerprint, error) {
 // is validated first (1024-bit p, 160-bit q, y = g^x mod p); generation can
 // be cancelled through ctx. Peers will see a new fingerprint and must verify
 // it again.
-func (a *Account) ReplaceKey(ctx context.Context, key *dsa.PrivateKey) (Fingerprint, error) {
+func (a *Account) ReplaceKey(ctx context.Context, key *dsa.PrivateKey) (otrcore.Fingerprint, error) {
 	if key == nil {
 		type result struct {
 			k   *dsa.PrivateKey
@@ -186,26 +187,26 @@ func (a *Account) ReplaceKey(ctx context.Context, key *dsa.PrivateKey) (Fingerpr
 		select {
 		case r := <-ch:
 			if r.err != nil {
-				return Fingerprint{}, r.err
+				return otrcore.Fingerprint{}, r.err
 			}
 			key = r.k
 		case <-ctx.Done():
-			return Fingerprint{}, ctx.Err()
+			return otrcore.Fingerprint{}, ctx.Err()
 		}
 	} else {
 		key = cloneKey(key)
 	}
 	if err := validateKey(key); err != nil {
-		return Fingerprint{}, err
+		return otrcore.Fingerprint{}, err
 	}
 	err := a.update(func(st *state) error {
 		st.key = key
 		return nil
 	})
 	if err != nil {
-		return Fingerprint{}, err
+		return otrcore.Fingerprint{}, err
 	}
-	return FingerprintOf(&key.PublicKey), nil
+	return otrcore.FingerprintOf(&key.PublicKey), nil
 }
 
 // IsTrusted reports whether fp has been verified, manually or by SMP. Trust
@@ -241,7 +242,7 @@ func normTime(t time.Time) time.Time {
 // the current time) and reports what was known before: whether fp or the
 // pairing is new, which other fingerprints peer used before and which other
 // nicks fp appeared under. The record is on disk when it returns.
-func (a *Account) SeenFingerprint(peer string, fp Fingerprint, now time.Time) (SeenResult, error) {
+func (a *Account) SeenFingerprint(peer string, fp otrcore.Fingerprint, now time.Time) (SeenResult, error) {
 	if peer == "" {
 		return SeenResult{}, errors.New("keystore: empty peer name")
 	}
@@ -261,7 +262,7 @@ func (a *Account) SeenFingerprint(peer string, fp Fingerprint, now time.Time) (S
 // as the verification time. fp need not have been seen yet: a fingerprint
 // obtained out of band can be trusted before the peer first uses it.
 // Setting TrustNone keeps the fingerprint's sightings.
-func (a *Account) SetTrust(fp Fingerprint, level TrustLevel, now time.Time) error {
+func (a *Account) SetTrust(fp otrcore.Fingerprint, level TrustLevel, now time.Time) error {
 	if level > TrustSMP {
 		return fmt.Errorf("keystore: invalid trust level %d", level)
 	}
@@ -273,7 +274,7 @@ func (a *Account) SetTrust(fp Fingerprint, level TrustLevel, now time.Time) erro
 }
 
 // Lookup returns what the account knows about fp.
-func (a *Account) Lookup(fp Fingerprint) (FingerprintInfo, bool) {
+func (a *Account) Lookup(fp otrcore.Fingerprint) (FingerprintInfo, bool) {
 	r := a.state().fps[fp]
 	if r == nil {
 		return FingerprintInfo{}, false
@@ -283,7 +284,7 @@ func (a *Account) Lookup(fp Fingerprint) (FingerprintInfo, bool) {
 
 // Forget removes every record of fp: its sightings and its trust. It returns
 // an error wrapping [ErrUnknownFingerprint] if there is none.
-func (a *Account) Forget(fp Fingerprint) error {
+func (a *Account) Forget(fp otrcore.Fingerprint) error {
 	return a.update(func(st *state) error {
 		if st.fps[fp] == nil {
 			return fmt.Errorf("%w %s", ErrUnknownFingerprint, fp)
@@ -365,7 +366,7 @@ func (a *Account) ImportLibotr(l *Libotr, from LibotrAccount, now time.Time) (Im
 	}
 	// A fingerprint may be on several lines (several peers); SMP on any
 	// line wins over other trust strings.
-	imported := make(map[Fingerprint]TrustLevel)
+	imported := make(map[otrcore.Fingerprint]TrustLevel)
 	for _, f := range lines {
 		switch {
 		case f.Trust == "smp":

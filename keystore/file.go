@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"otrbnc/otrcore"
 	"path/filepath"
 	"strings"
 	"time"
@@ -284,7 +285,7 @@ func stateFromJSON(sj *stateJSON) (*state, error) {
 	if sj.InstanceTag < minInstanceTag {
 		return nil, fmt.Errorf("instance tag %#x is below %#x", sj.InstanceTag, minInstanceTag)
 	}
-	st := &state{tag: sj.InstanceTag, fps: make(map[Fingerprint]*record)}
+	st := &state{tag: sj.InstanceTag, fps: make(map[otrcore.Fingerprint]*record)}
 	if kj := sj.PrivateKey; kj != nil {
 		if kj.Type != "dsa" {
 			return nil, fmt.Errorf("unsupported key type %q", kj.Type)
@@ -307,7 +308,7 @@ func stateFromJSON(sj *stateJSON) (*state, error) {
 		st.key = k
 	}
 	for _, fj := range sj.Fingerprints {
-		var fp Fingerprint
+		var fp otrcore.Fingerprint
 		if len(fj.Fingerprint) != 40 || strings.ToLower(fj.Fingerprint) != fj.Fingerprint {
 			return nil, fmt.Errorf("fingerprint %q is not 40 lowercase hexadecimal digits", fj.Fingerprint)
 		}

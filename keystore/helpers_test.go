@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"otrbnc/otrcore"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -97,8 +98,8 @@ func mustAccount(t testing.TB, s *Store, name string) *Account {
 }
 
 // fp returns a distinct fingerprint for each n.
-func fp(n int) Fingerprint {
-	var f Fingerprint
+func fp(n int) otrcore.Fingerprint {
+	var f otrcore.Fingerprint
 	for i := range f {
 		f[i] = byte(n*7 + i)
 	}

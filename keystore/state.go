@@ -6,6 +6,7 @@ import (
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"fmt"
 	"maps"
+	"otrbnc/otrcore"
 	"slices"
 	"strings"
 	"time"
@@ -48,7 +49,7 @@ type Sighting struct {
 
 // FingerprintInfo is everything an account knows about one fingerprint.
 type FingerprintInfo struct {
-	Fingerprint Fingerprint
+	Fingerprint otrcore.Fingerprint
 	Trust       TrustLevel
 	// VerifiedAt is when Trust was last set to TrustManual or TrustSMP
 	// (for trust imported from libotr, the time of the import). It is zero
@@ -74,7 +75,7 @@ type SeenResult struct {
 	// presented before, ordered by first sighting. When NewForPeer is set
 	// and this is not empty, the peer's key changed: someone else may be
 	// using the nick.
-	OtherFingerprints []Fingerprint
+	OtherFingerprints []otrcore.Fingerprint
 	// OtherNicks lists, sorted, the other nicks this fingerprint has been
 	// seen under.
 	OtherNicks []string
@@ -95,11 +96,11 @@ type record struct {
 type state struct {
 	tag uint32
 	key *dsa.PrivateKey
-	fps map[Fingerprint]*record
+	fps map[otrcore.Fingerprint]*record
 }
 
 func (st *state) clone() *state {
-	c := &state{tag: st.tag, key: st.key, fps: make(map[Fingerprint]*record, len(st.fps))}
+	c := &state{tag: st.tag, key: st.key, fps: make(map[otrcore.Fingerprint]*record, len(st.fps))}
 	for fp, r := range st.fps {
 		rc := *r
 		rc.seen = slices.Clone(r.seen)
@@ -108,8 +109,8 @@ func (st *state) clone() *state {
 	return c
 }
 
-func (st *state) sortedFingerprints() []Fingerprint {
-	return slices.SortedFunc(maps.Keys(st.fps), func(a, b Fingerprint) int { return bytes.Compare(a[:], b[:]) })
+func (st *state) sortedFingerprints() []otrcore.Fingerprint {
+	return slices.SortedFunc(maps.Keys(st.fps), func(a, b otrcore.Fingerprint) int { return bytes.Compare(a[:], b[:]) })
 }
 
 func (r *record) sighting(nick string) *Sighting {
@@ -127,15 +128,15 @@ func (r *record) sortSeen() {
 	})
 }
 
-func (r *record) info(fp Fingerprint) FingerprintInfo {
+func (r *record) info(fp otrcore.Fingerprint) FingerprintInfo {
 	return FingerprintInfo{Fingerprint: fp, Trust: r.trust, VerifiedAt: r.verifiedAt, Seen: slices.Clone(r.seen)}
 }
 
 // peerFingerprints returns the fingerprints seen under nick, ordered by
 // first sighting under that nick, then by value.
-func (st *state) peerFingerprints(nick string) []Fingerprint {
+func (st *state) peerFingerprints(nick string) []otrcore.Fingerprint {
 	type entry struct {
-		fp    Fingerprint
+		fp    otrcore.Fingerprint
 		first time.Time
 	}
 	var es []entry
@@ -147,7 +148,7 @@ func (st *state) peerFingerprints(nick string) []Fingerprint {
 	slices.SortFunc(es, func(a, b entry) int {
 		return cmp.Or(a.first.Compare(b.first), bytes.Compare(a.fp[:], b.fp[:]))
 	})
-	out := make([]Fingerprint, len(es))
+	out := make([]otrcore.Fingerprint, len(es))
 	for i, e := range es {
 		out[i] = e.fp
 	}
@@ -156,7 +157,7 @@ func (st *state) peerFingerprints(nick string) []Fingerprint {
 
 // seen records that nick presented fp at now and reports what was known
 // before.
-func (st *state) seen(nick string, fp Fingerprint, now time.Time) SeenResult {
+func (st *state) seen(nick string, fp otrcore.Fingerprint, now time.Time) SeenResult {
 	var res SeenResult
 	for _, other := range st.peerFingerprints(nick) {
 		if other != fp {
@@ -193,7 +194,7 @@ func (st *state) seen(nick string, fp Fingerprint, now time.Time) SeenResult {
 
 // setTrust sets the trust of fp, creating a record for a fingerprint not yet
 // seen. Clearing the trust of a never-seen fingerprint removes it.
-func (st *state) setTrust(fp Fingerprint, level TrustLevel, now time.Time) {
+func (st *state) setTrust(fp otrcore.Fingerprint, level TrustLevel, now time.Time) {
 	r := st.fps[fp]
 	if r == nil {
 		if level == TrustNone {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"otrbnc/otrcore"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -230,7 +231,7 @@ func (s *Store) Account(name string) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{tag: tag, fps: make(map[Fingerprint]*record)}
+	st := &state{tag: tag, fps: make(map[otrcore.Fingerprint]*record)}
 	a := s.newAccount(name, st)
 	if len(s.passphrase) > 0 {
 		if a.sealer, err = newSealer(s.passphrase, s.kdf); err != nil {

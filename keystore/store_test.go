@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"otrbnc/otrcore"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,7 +29,7 @@ func TestSeenFingerprint(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), testOptions(t, ""))
 	a := mustAccount(t, s, "net")
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	seen := func(peer string, f Fingerprint, at time.Time) SeenResult {
+	seen := func(peer string, f otrcore.Fingerprint, at time.Time) SeenResult {
 		t.Helper()
 		r, err := a.SeenFingerprint(peer, f, at)
 		if err != nil {
@@ -47,13 +48,13 @@ func TestSeenFingerprint(t *testing.T) {
 	check("again", seen("alice", fp(1), t0.Add(time.Minute)), SeenResult{})
 	check("earlier", seen("alice", fp(1), t0.Add(-time.Minute)), SeenResult{})
 	// Someone else takes alice's nick with another key.
-	check("new key", seen("alice", fp(2), t0.Add(time.Hour)), SeenResult{NewFingerprint: true, NewForPeer: true, OtherFingerprints: []Fingerprint{fp(1)}})
+	check("new key", seen("alice", fp(2), t0.Add(time.Hour)), SeenResult{NewFingerprint: true, NewForPeer: true, OtherFingerprints: []otrcore.Fingerprint{fp(1)}})
 	if err := a.SetTrust(fp(1), TrustSMP, t0.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	// The trusted key shows up under another nick: trust follows the key.
 	check("alt nick", seen("alice_", fp(1), t0.Add(3*time.Hour)), SeenResult{NewForPeer: true, OtherNicks: []string{"alice"}, Trust: TrustSMP})
-	check("back", seen("alice", fp(1), t0.Add(4*time.Hour)), SeenResult{OtherFingerprints: []Fingerprint{fp(2)}, OtherNicks: []string{"alice_"}, Trust: TrustSMP})
+	check("back", seen("alice", fp(1), t0.Add(4*time.Hour)), SeenResult{OtherFingerprints: []otrcore.Fingerprint{fp(2)}, OtherNicks: []string{"alice_"}, Trust: TrustSMP})
 
 	if !a.IsTrusted("alice", fp(1)) || !a.IsTrusted("alice_", fp(1)) || !a.IsTrusted("someone", fp(1)) {
 		t.Error("trust of fp(1) depends on the nick")
@@ -587,14 +588,14 @@ func TestKeyGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := a.Fingerprint(ctx)
-	if err != nil || f != FingerprintOf(&k.PublicKey) {
+	if err != nil || f != otrcore.FingerprintOf(&k.PublicKey) {
 		t.Errorf("Fingerprint = %s, %v", f, err)
 	}
 	k.X.SetInt64(1) // the result is a copy
 	s.Close()
 	s = mustOpen(t, dir, Options{})
 	k2, err := mustAccount(t, s, "net").PrivateKey(ctx)
-	if err != nil || FingerprintOf(&k2.PublicKey) != f || k2.X.Int64() == 1 {
+	if err != nil || otrcore.FingerprintOf(&k2.PublicKey) != f || k2.X.Int64() == 1 {
 		t.Errorf("key not persisted: %v", err)
 	}
 }
@@ -663,7 +664,7 @@ func TestReplaceKey(t *testing.T) {
 
 	// An explicit key wins over a background generation still running.
 	f, err := a.ReplaceKey(ctx, testKey(t, 2))
-	if err != nil || f != FingerprintOf(&testKey(t, 2).PublicKey) {
+	if err != nil || f != otrcore.FingerprintOf(&testKey(t, 2).PublicKey) {
 		t.Fatalf("ReplaceKey = %s, %v", f, err)
 	}
 	close(block)

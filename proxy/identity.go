@@ -39,13 +39,13 @@ type TrustBook interface {
 	otrcore.TrustStore
 	// SeenFingerprint records that peer presented fp and reports what was
 	// known before (other keys of the nick, other nicks of the key).
-	SeenFingerprint(peer string, fp keystore.Fingerprint, now time.Time) (keystore.SeenResult, error)
+	SeenFingerprint(peer string, fp otrcore.Fingerprint, now time.Time) (keystore.SeenResult, error)
 	// SetTrust sets how fp was verified (TrustNone: not verified).
-	SetTrust(fp keystore.Fingerprint, level keystore.TrustLevel, now time.Time) error
+	SetTrust(fp otrcore.Fingerprint, level keystore.TrustLevel, now time.Time) error
 	// Lookup returns what is known about fp.
-	Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo, bool)
+	Lookup(fp otrcore.Fingerprint) (keystore.FingerprintInfo, bool)
 	// Forget removes every record of fp.
-	Forget(fp keystore.Fingerprint) error
+	Forget(fp otrcore.Fingerprint) error
 	// Fingerprints returns every known fingerprint.
 	Fingerprints() []keystore.FingerprintInfo
 }
@@ -132,12 +132,12 @@ func (m *MemoryIdentities) ReplaceKey(ctx context.Context, network string) (*otr
 // MemoryTrust is a TrustBook kept in memory (tests).
 type MemoryTrust struct {
 	mu  sync.Mutex
-	fps map[keystore.Fingerprint]*keystore.FingerprintInfo
+	fps map[otrcore.Fingerprint]*keystore.FingerprintInfo
 }
 
 // NewMemoryTrust returns an empty MemoryTrust.
 func NewMemoryTrust() *MemoryTrust {
-	return &MemoryTrust{fps: map[keystore.Fingerprint]*keystore.FingerprintInfo{}}
+	return &MemoryTrust{fps: map[otrcore.Fingerprint]*keystore.FingerprintInfo{}}
 }
 
 // IsTrusted implements otrcore.TrustStore.
@@ -178,7 +178,7 @@ func (t *MemoryTrust) KnownFingerprints(peer string) [][20]byte {
 }
 
 // SeenFingerprint implements TrustBook.
-func (t *MemoryTrust) SeenFingerprint(peer string, fp keystore.Fingerprint, now time.Time) (keystore.SeenResult, error) {
+func (t *MemoryTrust) SeenFingerprint(peer string, fp otrcore.Fingerprint, now time.Time) (keystore.SeenResult, error) {
 	if peer == "" {
 		return keystore.SeenResult{}, errors.New("empty peer name")
 	}
@@ -218,7 +218,7 @@ func (t *MemoryTrust) SeenFingerprint(peer string, fp keystore.Fingerprint, now 
 }
 
 // SetTrust implements TrustBook.
-func (t *MemoryTrust) SetTrust(fp keystore.Fingerprint, level keystore.TrustLevel, now time.Time) error {
+func (t *MemoryTrust) SetTrust(fp otrcore.Fingerprint, level keystore.TrustLevel, now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.fps[fp]
@@ -235,7 +235,7 @@ func (t *MemoryTrust) SetTrust(fp keystore.Fingerprint, level keystore.TrustLeve
 }
 
 // Lookup implements TrustBook.
-func (t *MemoryTrust) Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo, bool) {
+func (t *MemoryTrust) Lookup(fp otrcore.Fingerprint) (keystore.FingerprintInfo, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.fps[fp]
@@ -248,7 +248,7 @@ func (t *MemoryTrust) Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo,
 }
 
 // Forget implements TrustBook.
-func (t *MemoryTrust) Forget(fp keystore.Fingerprint) error {
+func (t *MemoryTrust) Forget(fp otrcore.Fingerprint) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.fps[fp] == nil {

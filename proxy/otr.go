@@ -424,7 +424,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 		n.notifyPeer(nick, smpPrompt(nick, ev.Question, ev.HasQuestion))
 	case otrcore.EventSMPSucceeded:
 		if ev.Verified && n.otr.id.Trust != nil {
-			if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(ev.Fingerprint), keystore.TrustSMP, now); err != nil {
+			if err := n.otr.id.Trust.SetTrust(ev.Fingerprint, keystore.TrustSMP, now); err != nil {
 				n.logger.Error("could not record trust", "err", err)
 				n.notifyPeer(nick, fmt.Sprintf("identity verified, but the trust could not be saved: %v", err))
 				return
@@ -451,7 +451,7 @@ func (n *network) trustKept(fp otrcore.Fingerprint) string {
 	if n.otr.id.Trust == nil {
 		return ""
 	}
-	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
+	info, ok := n.otr.id.Trust.Lookup(fp)
 	if !ok || info.Trust == keystore.TrustNone {
 		return ""
 	}
@@ -466,7 +466,7 @@ func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Ti
 		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
 		return
 	}
-	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, keystore.Fingerprint(fp), now)
+	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, fp, now)
 	if err != nil {
 		n.logger.Error("could not record a fingerprint", "err", err)
 		n.notifyPeer(nick, fmt.Sprintf("new fingerprint for %s: %s (it could not be saved: %v)", nick, fp, err))
@@ -480,7 +480,7 @@ func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Ti
 			if info, ok := n.otr.id.Trust.Lookup(o); ok && info.Trust != keystore.TrustNone {
 				w = "verified"
 			}
-			olds = append(olds, fmt.Sprintf("%s (%s)", otrcore.Fingerprint(o), w))
+			olds = append(olds, fmt.Sprintf("%s (%s)", o, w))
 		}
 		n.notifyPeer(nick, fmt.Sprintf("WARNING: %s now uses a DIFFERENT key: %s. Before, %s used: %s. Someone else may be using the nick; verify before trusting.",
 			nick, fp, nick, strings.Join(olds, ", ")))

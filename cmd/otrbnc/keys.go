@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"otrbnc/keystore"
+	"otrbnc/otrcore"
 	"otrbnc/proxy"
 )
 
@@ -235,7 +236,7 @@ Examples:
 			if len(args) == 0 {
 				return errors.New("give the fingerprint to trust: otrbnc trust [-nick NICK] FINGERPRINT (see: otrbnc trust -h)")
 			}
-			fp, err := keystore.ParseFingerprint(strings.Join(args, ""))
+			fp, err := otrcore.ParseFingerprint(strings.Join(args, ""))
 			if err != nil {
 				return fmt.Errorf("%w (copy the fingerprint from /msg *otr fingerprint NICK or from your peer)", err)
 			}

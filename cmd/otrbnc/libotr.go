@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"otrbnc/keystore"
+	"otrbnc/otrcore"
 	"otrbnc/proxy"
 )
 
@@ -128,7 +129,7 @@ func describeLibotrAccount(l *keystore.Libotr, a keystore.LibotrAccount) string 
 	key := "no key"
 	for _, k := range l.Keys {
 		if k.Account == a {
-			key = "key " + keystore.FingerprintOf(&k.Key.PublicKey).String()
+			key = "key " + otrcore.FingerprintOf(&k.Key.PublicKey).String()
 		}
 	}
 	n := 0
@@ -185,11 +186,11 @@ func chooseLibotrAccount(l *keystore.Libotr, name, protocol string) (keystore.Li
 // importLibotr imports src from l into network's account.
 func importLibotr(ctx context.Context, w io.Writer, store *keystore.Store, network string, l *keystore.Libotr, src keystore.LibotrAccount, replace bool, casemap string) error {
 	sub := &keystore.Libotr{}
-	var newKey *keystore.Fingerprint
+	var newKey *otrcore.Fingerprint
 	for _, k := range l.Keys {
 		if k.Account == src {
 			sub.Keys = append(sub.Keys, k)
-			fp := keystore.FingerprintOf(&k.Key.PublicKey)
+			fp := otrcore.FingerprintOf(&k.Key.PublicKey)
 			newKey = &fp
 		}
 	}
@@ -311,7 +312,7 @@ Examples:
 				return err
 			}
 			fmt.Fprintf(sio.out, "%s: wrote the key (fingerprint %s) to %s and %d fingerprint line(s) to %s, as libotr account %q protocol %q\n",
-				nc.Name, keystore.FingerprintOf(&l.Keys[0].Key.PublicKey), *keyFile, len(l.Fingerprints), *fpFile, name, *protocol)
+				nc.Name, otrcore.FingerprintOf(&l.Keys[0].Key.PublicKey), *keyFile, len(l.Fingerprints), *fpFile, name, *protocol)
 			return nil
 		}
 	},
