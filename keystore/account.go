@@ -5,7 +5,9 @@ import (
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"errors"
 	"fmt"
+	"otrbnc/keystore/atomicfile"
 	"otrbnc/otrcore"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -73,7 +75,11 @@ func (a *Account) write(st *state, create bool) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(a.store.dir, a.file, data, create)
+	path := filepath.Join(a.store.dir, a.file)
+	if create {
+		return atomicfile.Create(path, data)
+	}
+	return atomicfile.Write(path, data)
 }
 
 // errUnchanged, returned by an update function, skips the write.

@@ -103,7 +103,7 @@ func crashLoop(t *testing.T, passphrase string, iterations int) {
 	torn := 0
 	for i := range iterations {
 		acked := runAndKill(t, dir, passphrase)
-		if entries, _ := filepath.Glob(filepath.Join(dir, tempPrefix+"*")); len(entries) > 0 {
+		if len(strayFiles(t, dir)) > 0 {
 			torn++ // killed in the middle of a write
 		}
 		s, err := Open(dir, testOptions(t, passphrase))
@@ -125,7 +125,7 @@ func crashLoop(t *testing.T, passphrase string, iterations int) {
 				t.Fatalf("iteration %d: sighting %d wrong: %+v", i, j, info)
 			}
 		}
-		if leftovers, _ := filepath.Glob(filepath.Join(dir, tempPrefix+"*")); len(leftovers) > 0 {
+		if leftovers := strayFiles(t, dir); len(leftovers) > 0 {
 			t.Errorf("iteration %d: temporary files left after Open: %q", i, leftovers)
 		}
 		if fi, err := os.Stat(filepath.Join(dir, "account-net.json")); err != nil || fi.Mode().Perm() != 0o600 {
@@ -134,6 +134,23 @@ func crashLoop(t *testing.T, passphrase string, iterations int) {
 		s.Close()
 	}
 	t.Logf("%d of %d kills interrupted a write", torn, iterations)
+}
+
+// strayFiles lists the files in dir other than the account file of "net"
+// and the lock: the temporaries of a write interrupted by a kill.
+func strayFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stray []string
+	for _, e := range entries {
+		if n := e.Name(); n != "account-net.json" && n != lockName {
+			stray = append(stray, n)
+		}
+	}
+	return stray
 }
 
 // runAndKill starts the helper on dir, lets it write for a random moment,

@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"os"
 	"otrbnc/otrcore"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -26,7 +25,6 @@ const (
 	fileVersion = 1
 	filePrefix  = "account-"
 	fileSuffix  = ".json"
-	tempPrefix  = ".tmp-"
 	lockName    = "lock"
 
 	// maxStateFile bounds how much of an account file is read.
@@ -373,58 +371,4 @@ func readStateFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorrupt, path, maxStateFile)
 	}
 	return data, nil
-}
-
-// WriteFileAtomic replaces dir/name with data (mode 0600) so that a crash
-// at any moment leaves either the old or the new content: a temporary file
-// is written and flushed, renamed over the target, and the directory is
-// flushed. Other state kept beside the keystore (the proxy's settings)
-// uses it too.
-func WriteFileAtomic(dir, name string, data []byte) error {
-	return writeFileAtomic(dir, name, data, false)
-}
-
-// writeFileAtomic replaces dir/name with data so that a crash leaves either
-// the old or the new content: it writes a temporary file (mode 0600) in dir,
-// flushes it, renames it over the target and flushes the directory. With
-// create set, it fails with an error wrapping fs.ErrExist instead of
-// replacing an existing file.
-func writeFileAtomic(dir, name string, data []byte, create bool) (err error) {
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-*")
-	if err != nil {
-		return fmt.Errorf("keystore: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: writing %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: flushing %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("keystore: closing %s: %w", tmp, err)
-	}
-	target := filepath.Join(dir, name)
-	if create {
-		// A hard link fails if the target exists, which a rename would
-		// silently replace.
-		if err := os.Link(tmp, target); err != nil {
-			return fmt.Errorf("keystore: creating %s: %w", target, err)
-		}
-		os.Remove(tmp)
-	} else if err := os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("keystore: replacing %s: %w", target, err)
-	}
-	return syncDir(dir)
 }

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
+	"otrbnc/keystore/atomicfile"
 	"otrbnc/otrcore"
 	"path/filepath"
 	"regexp"
@@ -127,19 +127,18 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // load removes leftover temporary files and reads every account file.
 func (s *Store) load() error {
+	// A write interrupted by a crash leaves a temporary file; the account
+	// file itself is intact.
+	isAccountFile := func(name string) bool { return strings.HasPrefix(name, filePrefix) }
+	if err := atomicfile.RemoveStale(s.dir, isAccountFile); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("keystore: reading state directory: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, tempPrefix+filePrefix) {
-			// A write interrupted by a crash; the real file is intact.
-			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("keystore: removing leftover temporary file: %w", err)
-			}
-			continue
-		}
 		acct, ok := strings.CutPrefix(name, filePrefix)
 		if !ok {
 			continue
