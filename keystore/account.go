@@ -5,13 +5,14 @@ import (
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"errors"
 	"fmt"
-	"otrbnc/keystore/atomicfile"
-	"otrbnc/otrcore"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"otrbnc/keystore/atomicfile"
+	"otrbnc/otrcore"
 )
 
 var (

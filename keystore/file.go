@@ -12,12 +12,13 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"otrbnc/otrcore"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"otrbnc/otrcore"
 )
 
 const (

@@ -9,9 +9,10 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"otrbnc/otrcore"
 	"slices"
 	"strings"
+
+	"otrbnc/otrcore"
 )
 
 // ErrLibotrFormat is wrapped by errors reporting a malformed libotr private

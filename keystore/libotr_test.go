@@ -9,12 +9,13 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
-	"otrbnc/otrcore"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // dump is what the libotr harness printed about a pair of files.

@@ -6,10 +6,11 @@ import (
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"fmt"
 	"maps"
-	"otrbnc/otrcore"
 	"slices"
 	"strings"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // minInstanceTag is the smallest valid OTR v3 instance tag.

@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"otrbnc/keystore/atomicfile"
-	"otrbnc/otrcore"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+
+	"otrbnc/keystore/atomicfile"
+	"otrbnc/otrcore"
 )
 
 var (

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"otrbnc/otrcore"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // Compile-time check: Account provides what otrcore consumes.
