@@ -1,11 +1,14 @@
 package keystore
 
 import (
+	"context"
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,3 +112,45 @@ func fp(n int) otrcore.Fingerprint {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// logRecorder keeps the messages logged through its logger.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecorder) logger() *slog.Logger { return slog.New(&logHandler{l}) }
+
+// has reports whether a message starting with prefix was logged.
+func (l *logRecorder) has(prefix string) bool { return l.count(prefix) > 0 }
+
+// count returns the number of messages logged that start with prefix.
+func (l *logRecorder) count(prefix string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+type logHandler struct{ l *logRecorder }
+
+func (h *logHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logHandler) WithGroup(string) slog.Handler            { return h }
+func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.l.mu.Lock()
+	h.l.msgs = append(h.l.msgs, b.String())
+	h.l.mu.Unlock()
+	return nil
+}

@@ -146,7 +146,7 @@ func (lc *loadedConfig) openStore(passphraseOverride string, running bool) (*key
 	case errors.Is(err, keystore.ErrWrongPassphrase):
 		return nil, fmt.Errorf("the passphrase does not open the keystore in %s: check the passphrase file (one trailing line break is ignored, other spaces are not); the keystore files were not changed\n(%w)", dir, err)
 	case errors.Is(err, keystore.ErrCorrupt), errors.Is(err, keystore.ErrForeignFile), errors.Is(err, keystore.ErrUnsupportedVersion):
-		return nil, fmt.Errorf("%w\nThe file was left untouched: move it out of %s to start that network with a new key, or restore it from a backup", err, dir)
+		return nil, err // it names the file and says what to do
 	}
 	return nil, fmt.Errorf("opening the state directory %s: %w", dir, err)
 }
