@@ -69,7 +69,7 @@ const (
 //
 //	sightingBytes = 170 + 6*128                   =        938
 //	inner         = 4096 + 4096*(300 + 8*938)     = 31,969,280
-//	sealed file  <= 4*(31,969,280+16+2)/3 + 1024  = 42,627,088
+//	sealed file  <= 4*((31,969,280+16+2)/3) + 1024 = 42,626,752
 //
 // which is less than maxStateFile = 67,108,864 by a third.
 const (
@@ -447,7 +447,7 @@ func readStateFile(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.Size() > maxStateFile {
-		return nil, fmt.Errorf("%w: it is %d bytes, more than the %d bytes otrbnc reads (earlier versions of otrbnc recorded every key any peer showed, without limit)",
+		return nil, fmt.Errorf("%w: the file is %d bytes, more than the %d bytes otrbnc reads (earlier versions of otrbnc recorded every key any peer showed, without limit)",
 			ErrCorrupt, fi.Size(), maxStateFile)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
@@ -455,7 +455,7 @@ func readStateFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("keystore: reading: %w", err)
 	}
 	if len(data) > maxStateFile {
-		return nil, fmt.Errorf("%w: it is larger than the %d bytes otrbnc reads", ErrCorrupt, maxStateFile)
+		return nil, fmt.Errorf("%w: the file is larger than the %d bytes otrbnc reads", ErrCorrupt, maxStateFile)
 	}
 	return data, nil
 }

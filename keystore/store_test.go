@@ -425,6 +425,9 @@ func TestCorruptFiles(t *testing.T) {
 				if !strings.Contains(err.Error(), path) {
 					t.Errorf("error %q does not name the file", err)
 				}
+				if !strings.Contains(err.Error(), "To start otrbnc, ") || !strings.Contains(err.Error(), "move it out of "+dir) {
+					t.Errorf("error %q does not say how to start again", err)
+				}
 			}
 			data, err := os.ReadFile(path)
 			if err != nil || !bytes.Equal(data, tc.data) {
