@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,14 +127,15 @@ func (lc *loadedConfig) passphrase(override string) ([]byte, error) {
 
 // openStore opens the keystore of lc, turning the keystore's errors into
 // instructions. running tells what the lock means to the caller: true for
-// "otrbnc run", where a lock means a second instance.
-func (lc *loadedConfig) openStore(passphraseOverride string, running bool) (*keystore.Store, error) {
+// "otrbnc run", where a lock means a second instance. logger receives the
+// keystore's background events; nil means slog's default logger.
+func (lc *loadedConfig) openStore(passphraseOverride string, running bool, logger *slog.Logger) (*keystore.Store, error) {
 	pass, err := lc.passphrase(passphraseOverride)
 	if err != nil {
 		return nil, err
 	}
 	dir := lc.stateDir()
-	store, err := keystore.Open(dir, keystore.Options{Passphrase: pass})
+	store, err := keystore.Open(dir, keystore.Options{Passphrase: pass, Logger: logger})
 	switch {
 	case err == nil:
 		return store, nil
@@ -217,7 +219,7 @@ func openNetwork(configPath, account, passOverride string, existing bool) (*load
 	if _, err := os.Stat(lc.stateDir()); existing && errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("no OTR account for %s yet: %s does not exist; otrbnc creates it when it first runs", nc.Name, lc.stateDir())
 	}
-	store, err := lc.openStore(passOverride, false)
+	store, err := lc.openStore(passOverride, false, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -128,7 +128,7 @@ Examples:
 				fmt.Fprintf(sio.out, "no OTR accounts yet: %s does not exist; otrbnc creates it, and one account per network, when it first runs\n", lc.stateDir())
 				return nil
 			}
-			store, err := lc.openStore(*pass, false)
+			store, err := lc.openStore(*pass, false, nil)
 			if err != nil {
 				return err
 			}

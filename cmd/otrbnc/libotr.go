@@ -227,6 +227,10 @@ func importLibotr(ctx context.Context, w io.Writer, store *keystore.Store, netwo
 		fmt.Fprintf(w, "%s: the files hold no key for %v; the network keeps its own key\n", network, src)
 	}
 	fmt.Fprintf(w, "%s: imported %d fingerprint line(s), %d verified fingerprint(s)\n", network, res.Sightings, res.Trusted)
+	if res.Dropped > 0 {
+		fmt.Fprintf(w, "%s: %d unverified line(s) left out by the keystore's limits (%d fingerprints per network, %d per nick, %d nicks per fingerprint)\n",
+			network, res.Dropped, keystore.DefaultMaxFingerprints, keystore.DefaultMaxFingerprintsPerNick, keystore.DefaultMaxNicksPerFingerprint)
+	}
 	fmt.Fprintln(w, "Start otrbnc again to use them; check with: otrbnc fingerprints")
 	return nil
 }
