@@ -803,3 +803,42 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// TestRepeatedNicksMerged checks that a file in which one fingerprint lists
+// the same nick twice opens. Earlier versions wrote nicks that were not
+// valid UTF-8 as U+FFFD, so two such nicks on one key read the same, and
+// otrbnc refused to start.
+func TestRepeatedNicksMerged(t *testing.T) {
+	good := validFile(t)
+	var nick string
+	data := editState(t, good, func(f map[string]any) {
+		fps := f["state"].(map[string]any)["fingerprints"].([]any)
+		fj := fps[0].(map[string]any)
+		seen := fj["seen"].([]any)
+		nick = seen[0].(map[string]any)["nick"].(string)
+		dup := map[string]any{"nick": nick, "first_seen": "2020-01-01T00:00:00Z", "last_seen": "2030-01-01T00:00:00Z"}
+		fj["seen"] = append(seen, dup)
+	})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "account-net.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, testOptions(t, ""))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	n := 0
+	for _, sg := range mustAccount(t, s, "net").Fingerprints()[0].Seen {
+		if sg.Nick != nick {
+			continue
+		}
+		n++
+		if !sg.FirstSeen.Equal(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) || !sg.LastSeen.Equal(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("merged sighting %+v does not span both", sg)
+		}
+	}
+	if n != 1 {
+		t.Errorf("nick %q listed %d times", nick, n)
+	}
+}
