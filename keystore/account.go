@@ -125,15 +125,19 @@ func (a *Account) update(op func(st *state) error) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.changes++
-	if n == a.changes-1 {
+	if a.changes == n {
+		// Nothing happened meanwhile: the file holds exactly next.
 		a.st = next
+		a.changes++
 		a.saved = a.changes
 		return nil
 	}
-	// The file holds op but not the sightings recorded meanwhile; the
-	// background writer will write them.
+	// Sightings were recorded meanwhile. The file holds op's change but
+	// not them: apply op to the current state too (it cannot fail there,
+	// as sightings change neither the key nor the trusted fingerprints)
+	// and leave the rest to the background writer.
 	op(a.st)
+	a.changes++
 	a.saved = n
 	a.wakeWriter()
 	return nil
@@ -167,8 +171,9 @@ func (a *Account) flushLocked() error {
 }
 
 // Flush writes the sightings recorded since the last write and returns once
-// they are on disk. Nothing else needs it: the background writer and
-// [Store.Close] write them anyway. After Close it returns [ErrClosed].
+// they are on disk, or with the error of the write. The background writer
+// and [Store.Close] write them anyway; Flush is for callers that need them
+// on disk at a given moment. After Close it returns [ErrClosed].
 func (a *Account) Flush() error {
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
