@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -394,4 +395,137 @@ func TestImportReportsDropped(t *testing.T) {
 	if !a.IsTrusted("bob", fp(0)) || len(a.KnownFingerprints("bob")) != 2 {
 		t.Errorf("after import: %+v", a.Fingerprints())
 	}
+}
+
+// checkState verifies the invariants of st under lim: the nick index and
+// the eviction order match the records, and every limit holds.
+func checkState(t *testing.T, st *state, lim limits) {
+	t.Helper()
+	if len(st.fps) > lim.fingerprints {
+		t.Fatalf("%d fingerprints, limit %d", len(st.fps), lim.fingerprints)
+	}
+	index := make(map[string]map[otrcore.Fingerprint]bool)
+	untrusted := 0
+	for f, r := range st.fps {
+		if len(r.seen) > lim.nicksPerFP {
+			t.Fatalf("%s has %d nicks, limit %d", f, len(r.seen), lim.nicksPerFP)
+		}
+		if r.trust == TrustNone {
+			untrusted++
+			if len(r.seen) == 0 {
+				t.Fatalf("untrusted %s is seen under no nick", f)
+			}
+			i, ok := st.untrusted.pos[f]
+			if !ok || st.untrusted.entries[i].fp != f || !st.untrusted.entries[i].last.Equal(r.lastSeen()) {
+				t.Fatalf("untrusted %s missing or misplaced in the eviction order", f)
+			}
+		}
+		for _, s := range r.seen {
+			if index[s.Nick] == nil {
+				index[s.Nick] = make(map[otrcore.Fingerprint]bool)
+			}
+			if index[s.Nick][f] {
+				t.Fatalf("%s lists %q twice", f, s.Nick)
+			}
+			index[s.Nick][f] = true
+		}
+	}
+	if untrusted != len(st.untrusted.entries) || len(st.untrusted.pos) != untrusted {
+		t.Fatalf("eviction order holds %d, want the %d untrusted", len(st.untrusted.entries), untrusted)
+	}
+	for i := 1; i < len(st.untrusted.entries); i++ {
+		if st.untrusted.Less(i, (i-1)/2) {
+			t.Fatalf("eviction order is not a heap at %d", i)
+		}
+	}
+	if len(index) != len(st.nicks) {
+		t.Fatalf("nick index has %d nicks, records %d", len(st.nicks), len(index))
+	}
+	for n, fps := range st.nicks {
+		if len(fps) > lim.perNick {
+			t.Fatalf("nick %q has %d fingerprints, limit %d", n, len(fps), lim.perNick)
+		}
+		if len(fps) != len(index[n]) {
+			t.Fatalf("nick %q indexed with %d fingerprints, seen with %d", n, len(fps), len(index[n]))
+		}
+		for _, f := range fps {
+			if !index[n][f] {
+				t.Fatalf("nick %q indexed with %s, not seen with it", n, f)
+			}
+		}
+	}
+}
+
+// FuzzLimits runs random sightings, trust changes and forgets on a state
+// with small limits, checking the invariants after each, and that trusted
+// fingerprints disappear only when the user says so.
+func FuzzLimits(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 0, 1, 3, 2, 1, 2, 0, 2, 4, 1, 3, 5, 3, 1, 2})
+	f.Add(bytes.Repeat([]byte{0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 2, 0, 1, 2, 0, 2}, 4))
+	f.Add([]byte{2, 0, 1, 2, 0, 2, 2, 0, 3, 2, 0, 4, 2, 0, 5, 2, 0, 6, 0, 1, 7, 0, 2, 8, 6, 1, 1})
+	// A trusted key among a nick's, then more keys under the nick.
+	f.Add([]byte{0, 0, 1, 2, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		lim := limits{fingerprints: 6, perNick: 3, nicksPerFP: 2}
+		st := newState(0x100, nil, make(map[otrcore.Fingerprint]*record))
+		trusted := make(map[otrcore.Fingerprint]bool) // what the user trusted
+		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		for i := 0; i+2 < len(ops) && i < 3*500; i += 3 {
+			op, nick, f := ops[i], fmt.Sprintf("n%d", ops[i+1]%5), fp(int(ops[i+2]%12))
+			// Times mostly advance, sometimes go back.
+			now := t0.Add(time.Duration(i) * time.Second)
+			if op&0x80 != 0 {
+				now = t0.Add(-time.Duration(i) * time.Second)
+			}
+			// The nicks of trusted fingerprints: eviction must not touch
+			// them, only a sighting of the fingerprint itself may.
+			trustedNicks := make(map[otrcore.Fingerprint]string)
+			for tf := range trusted {
+				trustedNicks[tf] = fmt.Sprint(st.fps[tf].seen)
+			}
+			switch op & 3 {
+			case 0, 1:
+				res, _ := st.seen(nick, f, now, lim)
+				r := st.fps[f]
+				stored := r != nil && r.sightingIndex(nick) >= 0
+				if stored == res.NotRecorded {
+					t.Fatalf("op %d: NotRecorded %v, stored %v", i/3, res.NotRecorded, stored)
+				}
+			case 2:
+				level := TrustManual
+				if op&4 != 0 {
+					level = TrustNone
+				}
+				err := st.setTrust(f, level, now, lim)
+				switch {
+				case err == nil && level != TrustNone:
+					trusted[f] = true
+				case err == nil:
+					delete(trusted, f)
+				case !errors.Is(err, ErrTooManyTrusted) || len(trusted) < lim.fingerprints:
+					t.Fatalf("op %d: setTrust: %v with %d trusted", i/3, err, len(trusted))
+				}
+			case 3:
+				st.forget(f)
+				delete(trusted, f)
+			}
+			checkState(t, st, lim)
+			for tf := range trusted {
+				r := st.fps[tf]
+				if r == nil || r.trust == TrustNone {
+					t.Fatalf("op %d: trusted %s was evicted", i/3, tf)
+				}
+				if before, ok := trustedNicks[tf]; ok && tf != f && fmt.Sprint(r.seen) != before {
+					t.Fatalf("op %d: sightings of trusted %s changed from %s to %v", i/3, tf, before, r.seen)
+				}
+			}
+		}
+		// A copy and a snapshot are independent of the state.
+		c := st.clone()
+		checkState(t, c, lim)
+		c.seen("other", fp(99), t0, lim)
+		if _, ok := st.fps[fp(99)]; ok {
+			t.Fatal("changing a clone changed the state")
+		}
+	})
 }
