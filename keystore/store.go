@@ -37,8 +37,13 @@ var (
 
 // Default limits; see [Options].
 const (
-	DefaultMaxFingerprints        = 4096
+	// DefaultMaxFingerprints is the default of [Options.MaxFingerprints].
+	DefaultMaxFingerprints = 4096
+	// DefaultMaxFingerprintsPerNick is the default of
+	// [Options.MaxFingerprintsPerNick].
 	DefaultMaxFingerprintsPerNick = 16
+	// DefaultMaxNicksPerFingerprint is the default of
+	// [Options.MaxNicksPerFingerprint].
 	DefaultMaxNicksPerFingerprint = 8
 )
 
