@@ -1,7 +1,7 @@
 // Package keystore keeps everything otrbnc must remember about OTR
 // identities: per account, a long-term DSA key and an instance tag; per peer,
-// every fingerprint ever seen, the nicks it was seen under and whether the
-// user verified it.
+// the fingerprints seen (within the limits below), the nicks each was seen
+// under and whether the user verified it.
 //
 // # Model
 //
@@ -21,18 +21,53 @@
 // Peer names are opaque strings. The proxy passes nicks already case-folded
 // with the network's case mapping.
 //
+// # Limits
+//
+// Any peer can show a new key at no cost, and every key shown is recorded,
+// so what an account remembers is bounded ([Options]): by default 4096
+// fingerprints per account, 16 per nick and 8 nicks per fingerprint, and
+// peer names of at most [MaxPeerName] bytes. Making room evicts the
+// untrusted fingerprint least recently seen (under the nick that is over
+// its limit, or anywhere for the account's limit) and, for a fingerprint
+// with too many nicks, the nick it was least recently seen under. Trusted
+// fingerprints are never evicted: when only they could make room, the
+// sighting is reported to the caller ([SeenResult.NotRecorded]) but not
+// stored, and [Account.SetTrust] of yet another fingerprint fails with
+// [ErrTooManyTrusted]. So a flood of keys can push out what the user has
+// not verified, which only costs a later "new fingerprint" notice, but
+// never what they have. Open refuses limits with which a file could
+// outgrow the 64 MiB it reads, and brings files of earlier versions, which
+// had no limits, within them.
+//
 // # Storage
 //
 // [Open] uses one directory (systemd's StateDirectory, for example). The
 // directory is made mode 0700 and holds one file per account,
 // "account-NAME.json", mode 0600, plus a "lock" file that keeps a second
-// process from using the same directory. Every change is written to a
-// temporary file, flushed with fsync, renamed over the old file and then the
-// directory is flushed, so a crash or kill -9 at any moment leaves either
-// the old or the new state. A file that cannot be read (corrupt, written by
-// something else, a newer format, or sealed with another passphrase) makes
-// Open fail with an error naming it; the file is never modified, renamed or
-// overwritten, so the user can inspect it or move it away.
+// process from using the same directory. Every write replaces the whole
+// file through [otrbnc/keystore/atomicfile]: a temporary file, flushed
+// with fsync, renamed over the old file, then the directory flushed, so a
+// crash or kill -9 at any moment leaves either the old or the new state,
+// never a mix.
+//
+// When a change reaches the disk depends on who is told about it. Trust
+// changes, [Account.Forget], [Account.ReplaceKey], imports and a newly
+// generated key are written before the call returns: the user is told
+// "trusted" only once it is on disk. Sightings ([Account.SeenFingerprint])
+// arrive with every key exchange and under a flood of keys, so they only
+// change memory; a background writer per account writes them, one write
+// at a time, at most every two seconds and at most a tenth of the time. A
+// crash loses at most the sightings of those last seconds. [Account.Flush]
+// writes them at once and [Store.Close] before it releases the directory.
+// A failed background write is logged through [Options.Logger] and
+// retried with growing delays; [Account.Flush] and [Store.Close] return
+// the error if it persists.
+//
+// A file that cannot be read (corrupt, too large, written by something
+// else, a newer format, or sealed with another passphrase) makes Open fail
+// with an error that names it, says what is wrong and what the user can
+// do (restore a backup, or move the file away and lose what it held); the
+// file is never modified, renamed or overwritten.
 //
 // The account file is JSON:
 //

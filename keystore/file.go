@@ -10,14 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"otrbnc/otrcore"
 )
 
 const (
@@ -25,12 +27,67 @@ const (
 	fileVersion = 1
 	filePrefix  = "account-"
 	fileSuffix  = ".json"
-	tempPrefix  = ".tmp-"
 	lockName    = "lock"
 
 	// maxStateFile bounds how much of an account file is read.
 	maxStateFile = 64 << 20
 )
+
+// Upper bounds, in bytes, of the parts of an account file, used to prove
+// that with the limits in [Options] a file this version writes never
+// exceeds maxStateFile (Open checks maxFileSize against it, and
+// TestFileSizeAtLimits writes a file at the limits with worst-case
+// content).
+//
+// The state is json.MarshalIndent with two-space indentation. One sighting
+// is five lines at depth 4 and 5 ("{", "nick", "first_seen", "last_seen",
+// "},"): 10 + (22+N) + 58 + 56 + 11 = 157+N bytes, where N is the encoded
+// nick. A nick is at most MaxPeerName bytes of UTF-8 and encoding/json
+// writes at most 6 bytes per byte (\u00XX for control characters and
+// <, >, &), so N <= 6*MaxPeerName. Times are UTC with years 1 to 9999,
+// at most 30 characters ("9999-12-31T23:59:59.999999999Z"). In a plaintext
+// file the state is nested one level deeper, adding 2 bytes to each of
+// the 5 lines: 167+N in all, below sightingBytes.
+//
+// One fingerprint without its sightings is seven lines at depth 2 and 3
+// ("{", fingerprint of 40 digits, trust, verified_at, "seen": [, "]",
+// "},"): 6 + 65 + 25 + 55 + 16 + 8 + 7 = 182 bytes, 196 in a plaintext
+// file, below recordBytes.
+//
+// The rest of the state (instance tag, private key of 1024-bit p, g, y and
+// 160-bit q, x in hexadecimal, brackets) is about 1,100 bytes, and the
+// plaintext file's outer object about 100: below fixedBytes.
+//
+// So a state is at most inner = fixedBytes + F*(recordBytes +
+// K*sightingBytes) bytes for F fingerprints of at most K nicks each. A
+// plaintext file is at most inner bytes. A sealed file holds the state
+// encrypted (16 bytes longer) and base64-encoded (4 bytes per 3, rounded
+// up) in an outer object whose other fields (format, version, an account
+// name of at most 64 bytes, Argon2id parameters, a salt of at most 64 and a
+// nonce of 24 bytes, in base64) take less than sealedBytes. With the
+// defaults, F = 4096 and K = 8:
+//
+//	sightingBytes = 170 + 6*128                   =        938
+//	inner         = 4096 + 4096*(300 + 8*938)     = 31,969,280
+//	sealed file  <= 4*((31,969,280+16+2)/3) + 1024 = 42,626,752
+//
+// which is less than maxStateFile = 67,108,864 by a third.
+const (
+	sightingBytes = 170 + 6*MaxPeerName
+	recordBytes   = 300
+	fixedBytes    = 4096
+	sealedBytes   = 1024
+)
+
+// maxFileSize returns an upper bound of the size of an account file
+// written with limits lim; see sightingBytes.
+func maxFileSize(lim limits) int64 {
+	if lim.fingerprints > maxStateFile/recordBytes || lim.nicksPerFP > maxStateFile/sightingBytes {
+		return math.MaxInt64 // and the product below could overflow
+	}
+	inner := fixedBytes + int64(lim.fingerprints)*(recordBytes+int64(lim.nicksPerFP)*sightingBytes)
+	return 4*((inner+16+2)/3) + sealedBytes
+}
 
 // Errors reported for state files. Each is wrapped together with the file's
 // path; use errors.Is to test for them.
@@ -284,7 +341,8 @@ func stateFromJSON(sj *stateJSON) (*state, error) {
 	if sj.InstanceTag < minInstanceTag {
 		return nil, fmt.Errorf("instance tag %#x is below %#x", sj.InstanceTag, minInstanceTag)
 	}
-	st := &state{tag: sj.InstanceTag, fps: make(map[Fingerprint]*record)}
+	fps := make(map[otrcore.Fingerprint]*record)
+	var key *dsa.PrivateKey
 	if kj := sj.PrivateKey; kj != nil {
 		if kj.Type != "dsa" {
 			return nil, fmt.Errorf("unsupported key type %q", kj.Type)
@@ -304,17 +362,17 @@ func stateFromJSON(sj *stateJSON) (*state, error) {
 		if err := validateKey(k); err != nil {
 			return nil, err
 		}
-		st.key = k
+		key = k
 	}
 	for _, fj := range sj.Fingerprints {
-		var fp Fingerprint
+		var fp otrcore.Fingerprint
 		if len(fj.Fingerprint) != 40 || strings.ToLower(fj.Fingerprint) != fj.Fingerprint {
 			return nil, fmt.Errorf("fingerprint %q is not 40 lowercase hexadecimal digits", fj.Fingerprint)
 		}
 		if _, err := hex.Decode(fp[:], []byte(fj.Fingerprint)); err != nil {
 			return nil, fmt.Errorf("fingerprint %q is not 40 lowercase hexadecimal digits", fj.Fingerprint)
 		}
-		if st.fps[fp] != nil {
+		if fps[fp] != nil {
 			return nil, fmt.Errorf("fingerprint %s appears twice", fj.Fingerprint)
 		}
 		r := new(record)
@@ -334,96 +392,70 @@ func stateFromJSON(sj *stateJSON) (*state, error) {
 		if fj.VerifiedAt != nil {
 			r.verifiedAt = *fj.VerifiedAt
 		}
-		nicks := make(map[string]bool)
+		nicks := make(map[string]int) // index in r.seen
 		for _, s := range fj.Seen {
-			if s.Nick == "" || nicks[s.Nick] {
-				return nil, fmt.Errorf("fingerprint %s: empty or repeated nick %q", fj.Fingerprint, s.Nick)
+			if s.Nick == "" {
+				return nil, fmt.Errorf("fingerprint %s: empty nick", fj.Fingerprint)
 			}
 			if s.LastSeen.Before(s.FirstSeen) {
 				return nil, fmt.Errorf("fingerprint %s: nick %q last seen before first seen", fj.Fingerprint, s.Nick)
 			}
-			nicks[s.Nick] = true
+			// Earlier versions stored nicks that were not valid UTF-8,
+			// which JSON turned into U+FFFD: two of them may now read
+			// the same. They are merged rather than refused.
+			if i, ok := nicks[s.Nick]; ok {
+				o := &r.seen[i]
+				o.FirstSeen = minTime(o.FirstSeen, s.FirstSeen)
+				o.LastSeen = maxTime(o.LastSeen, s.LastSeen)
+				continue
+			}
+			nicks[s.Nick] = len(r.seen)
 			r.seen = append(r.seen, Sighting(s))
 		}
 		r.sortSeen()
 		if len(r.seen) == 0 && r.trust == TrustNone {
 			return nil, fmt.Errorf("fingerprint %s is neither seen nor trusted", fj.Fingerprint)
 		}
-		st.fps[fp] = r
+		fps[fp] = r
 	}
-	return st, nil
+	return newState(sj.InstanceTag, key, fps), nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // accountFile returns the file name of account name.
 func accountFile(name string) string { return filePrefix + name + fileSuffix }
 
-// readStateFile reads an account file, enforcing the size bound.
+// readStateFile reads an account file, enforcing the size bound. Its errors
+// do not name the file.
 func readStateFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > maxStateFile {
+		return nil, fmt.Errorf("%w: the file is %d bytes, more than the %d bytes otrbnc reads (earlier versions of otrbnc recorded every key any peer showed, without limit)",
+			ErrCorrupt, fi.Size(), maxStateFile)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("keystore: reading %s: %w", path, err)
+		return nil, fmt.Errorf("keystore: reading: %w", err)
 	}
 	if len(data) > maxStateFile {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorrupt, path, maxStateFile)
+		return nil, fmt.Errorf("%w: the file is larger than the %d bytes otrbnc reads", ErrCorrupt, maxStateFile)
 	}
 	return data, nil
-}
-
-// WriteFileAtomic replaces dir/name with data (mode 0600) so that a crash
-// at any moment leaves either the old or the new content: a temporary file
-// is written and flushed, renamed over the target, and the directory is
-// flushed. Other state kept beside the keystore (the proxy's settings)
-// uses it too.
-func WriteFileAtomic(dir, name string, data []byte) error {
-	return writeFileAtomic(dir, name, data, false)
-}
-
-// writeFileAtomic replaces dir/name with data so that a crash leaves either
-// the old or the new content: it writes a temporary file (mode 0600) in dir,
-// flushes it, renames it over the target and flushes the directory. With
-// create set, it fails with an error wrapping fs.ErrExist instead of
-// replacing an existing file.
-func writeFileAtomic(dir, name string, data []byte, create bool) (err error) {
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-*")
-	if err != nil {
-		return fmt.Errorf("keystore: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: writing %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("keystore: flushing %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("keystore: closing %s: %w", tmp, err)
-	}
-	target := filepath.Join(dir, name)
-	if create {
-		// A hard link fails if the target exists, which a rename would
-		// silently replace.
-		if err := os.Link(tmp, target); err != nil {
-			return fmt.Errorf("keystore: creating %s: %w", target, err)
-		}
-		os.Remove(tmp)
-	} else if err := os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("keystore: replacing %s: %w", target, err)
-	}
-	return syncDir(dir)
 }

@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+
+	"otrbnc/otrcore"
 )
 
 // ErrLibotrFormat is wrapped by errors reporting a malformed libotr private
@@ -45,7 +47,7 @@ type LibotrKey struct {
 type LibotrFingerprint struct {
 	Peer        string
 	Account     LibotrAccount
-	Fingerprint Fingerprint
+	Fingerprint otrcore.Fingerprint
 	// Trust is libotr's free-text trust field. libotr treats any non-empty
 	// value as trusted; libotr itself writes "smp" after a successful SMP
 	// run, Pidgin "verified" and irssi "manual" for manual verification.
@@ -304,7 +306,7 @@ func parseLibotrFingerprints(data []byte) ([]LibotrFingerprint, error) {
 		if strings.IndexByte(string(line), 0) >= 0 {
 			return nil, fmt.Errorf("%w: fingerprints line %d: NUL byte", ErrLibotrFormat, n+1)
 		}
-		var fp Fingerprint
+		var fp otrcore.Fingerprint
 		if len(f[3]) != 40 {
 			return nil, fmt.Errorf("%w: fingerprints line %d: fingerprint is not 40 hexadecimal digits", ErrLibotrFormat, n+1)
 		}

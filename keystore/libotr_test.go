@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // dump is what the libotr harness printed about a pair of files.
@@ -56,7 +58,7 @@ func readDump(t testing.TB, path string) dump {
 func describe(l *Libotr) dump {
 	d := dump{keys: make(map[LibotrAccount]string)}
 	for _, k := range l.Keys {
-		d.keys[k.Account] = FingerprintOf(&k.Key.PublicKey).Hex()
+		d.keys[k.Account] = otrcore.FingerprintOf(&k.Key.PublicKey).Hex()
 	}
 	for _, f := range l.Fingerprints {
 		d.fps = append(d.fps, strings.Join([]string{f.Peer, f.Account.Name, f.Account.Protocol, f.Fingerprint.Hex(), f.Trust}, "\t"))
@@ -158,8 +160,8 @@ func TestLibotrImportExportRoundTrip(t *testing.T) {
 	}
 	// otr.fp for libera: bob has bbc2… (untrusted) and d7de… (smp); carol[m]
 	// has f3fa… (verified); dave has d7de… (manual).
-	mustFP := func(s string) Fingerprint {
-		f, err := ParseFingerprint(s)
+	mustFP := func(s string) otrcore.Fingerprint {
+		f, err := otrcore.ParseFingerprint(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +171,7 @@ func TestLibotrImportExportRoundTrip(t *testing.T) {
 	smp := mustFP("d7dee5ecf3fa01080f161d242b323940474e555c")
 	verified := mustFP("f3fa01080f161d242b323940474e555c636a7178")
 	for _, tc := range []struct {
-		fp    Fingerprint
+		fp    otrcore.Fingerprint
 		trust TrustLevel
 		nicks []string
 	}{

@@ -16,6 +16,3 @@ func lockDir(path string) (io.Closer, error) {
 	}
 	return f, nil
 }
-
-// syncDir is a no-op where directories cannot be flushed.
-func syncDir(string) error { return nil }

@@ -26,16 +26,3 @@ func lockDir(path string) (io.Closer, error) {
 	}
 	return f, nil
 }
-
-// syncDir flushes the directory entry changes of dir to disk.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keystore: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("keystore: flushing directory %s: %w", dir, err)
-	}
-	return nil
-}

@@ -1,19 +1,24 @@
 package keystore
 
 import (
+	"cmp"
 	"crypto/dsa" //nolint:staticcheck // OTR v2/v3 mandates DSA.
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"otrbnc/keystore/atomicfile"
+	"otrbnc/otrcore"
 )
 
 var (
@@ -24,7 +29,27 @@ var (
 	// ErrInvalidAccountName means an account name cannot be used; see
 	// [Store.Account].
 	ErrInvalidAccountName = errors.New("keystore: invalid account name")
+	// ErrTooManyTrusted means a fingerprint cannot be trusted because the
+	// account holds [Options.MaxFingerprints] fingerprints and all of them
+	// are trusted.
+	ErrTooManyTrusted = errors.New("keystore: the account holds the most fingerprints it may")
 )
+
+// Default limits; see [Options].
+const (
+	// DefaultMaxFingerprints is the default of [Options.MaxFingerprints].
+	DefaultMaxFingerprints = 4096
+	// DefaultMaxFingerprintsPerNick is the default of
+	// [Options.MaxFingerprintsPerNick].
+	DefaultMaxFingerprintsPerNick = 16
+	// DefaultMaxNicksPerFingerprint is the default of
+	// [Options.MaxNicksPerFingerprint].
+	DefaultMaxNicksPerFingerprint = 8
+)
+
+// defaultWriteInterval is the shortest time between two background writes
+// of an account.
+const defaultWriteInterval = 2 * time.Second
 
 // Options configure a [Store].
 type Options struct {
@@ -35,19 +60,69 @@ type Options struct {
 	// it. The slice is copied.
 	Passphrase []byte
 
+	// Any peer can show otrbnc a new key at no cost to themselves, so
+	// what an account remembers about peers is bounded. When a limit is
+	// reached, the untrusted fingerprint least recently seen makes room;
+	// trusted fingerprints are never evicted (see
+	// [Account.SeenFingerprint]). Zero means the default. Open refuses
+	// limits with which an account file could outgrow what Open reads.
+
+	// MaxFingerprints bounds the fingerprints an account remembers,
+	// trusted or not. The default, 4096, is far more than anyone
+	// verifies, and keeps every account file under a few tens of MiB.
+	MaxFingerprints int
+	// MaxFingerprintsPerNick bounds the fingerprints remembered under one
+	// nick. The default, 16, covers a person's devices and reinstalls;
+	// it stops one nick from pushing out everybody else's keys.
+	MaxFingerprintsPerNick int
+	// MaxNicksPerFingerprint bounds the nicks remembered for one
+	// fingerprint. The default, 8, covers the usual nick, nick_ and
+	// away nicks; over it the least recently seen nick is forgotten (the
+	// fingerprint and its trust stay).
+	MaxNicksPerFingerprint int
+
+	// Logger receives what happens in the background: failed writes of
+	// fingerprint sightings (which are retried) and their recovery, and
+	// fingerprints evicted from files of earlier versions when they are
+	// loaded. Nil means [slog.Default].
+	Logger *slog.Logger
+
+	// writeInterval overrides defaultWriteInterval (tests).
+	writeInterval time.Duration
 	// kdf overrides the Argon2id parameters for newly sealed files (tests).
 	kdf kdfParams
 	// newKey overrides key generation (tests).
 	newKey func() (*dsa.PrivateKey, error)
 }
 
+// limits returns the limits opts sets, with defaults filled in, or an error
+// if they are invalid or would let an account file outgrow maxStateFile.
+func (opts *Options) limits() (limits, error) {
+	lim := limits{
+		fingerprints: cmp.Or(opts.MaxFingerprints, DefaultMaxFingerprints),
+		perNick:      cmp.Or(opts.MaxFingerprintsPerNick, DefaultMaxFingerprintsPerNick),
+		nicksPerFP:   cmp.Or(opts.MaxNicksPerFingerprint, DefaultMaxNicksPerFingerprint),
+	}
+	if lim.fingerprints < 1 || lim.perNick < 1 || lim.nicksPerFP < 1 {
+		return limits{}, errors.New("keystore: fingerprint limits must be positive")
+	}
+	if size := maxFileSize(lim); size > maxStateFile {
+		return limits{}, fmt.Errorf("keystore: with at most %d fingerprints of %d nicks each, an account file could reach %d bytes, more than the %d bytes otrbnc reads; lower the limits",
+			lim.fingerprints, lim.nicksPerFP, size, maxStateFile)
+	}
+	return lim, nil
+}
+
 // A Store is an open state directory. It holds every account's state in
-// memory and writes each change through to disk before reporting success.
+// memory; see [Account] for when changes reach the disk.
 type Store struct {
-	dir        string
-	passphrase []byte
-	kdf        kdfParams
-	newKey     func() (*dsa.PrivateKey, error)
+	dir           string
+	passphrase    []byte
+	kdf           kdfParams
+	newKey        func() (*dsa.PrivateKey, error)
+	limits        limits
+	logger        *slog.Logger
+	writeInterval time.Duration
 
 	mu       sync.Mutex
 	lock     io.Closer // nil once closed
@@ -73,6 +148,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("keystore: empty state directory path")
 	}
+	lim, err := opts.limits()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: creating state directory: %w", err)
 	}
@@ -93,18 +172,24 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:        dir,
-		passphrase: slices.Clone(opts.Passphrase),
-		kdf:        opts.kdf,
-		newKey:     opts.newKey,
-		lock:       lock,
-		accounts:   make(map[string]*Account),
+		dir:           dir,
+		passphrase:    slices.Clone(opts.Passphrase),
+		kdf:           opts.kdf,
+		newKey:        opts.newKey,
+		limits:        lim,
+		logger:        opts.Logger,
+		writeInterval: cmp.Or(opts.writeInterval, defaultWriteInterval),
+		lock:          lock,
+		accounts:      make(map[string]*Account),
 	}
 	if s.kdf == (kdfParams{}) {
 		s.kdf = defaultKDF
 	}
 	if s.newKey == nil {
 		s.newKey = generateKey
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
 	}
 	if err := s.load(); err != nil {
 		lock.Close()
@@ -115,6 +200,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	for _, a := range s.accounts {
+		pending := a.changes != a.saved // limits applied on load
+		a.startWriter()
+		if pending {
+			a.wakeWriter()
+		}
 		a.mu.Lock()
 		if a.st.key == nil {
 			a.startKeygenLocked()
@@ -126,19 +216,18 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // load removes leftover temporary files and reads every account file.
 func (s *Store) load() error {
+	// A write interrupted by a crash leaves a temporary file; the account
+	// file itself is intact.
+	isAccountFile := func(name string) bool { return strings.HasPrefix(name, filePrefix) }
+	if err := atomicfile.RemoveStale(s.dir, isAccountFile); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("keystore: reading state directory: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, tempPrefix+filePrefix) {
-			// A write interrupted by a crash; the real file is intact.
-			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("keystore: removing leftover temporary file: %w", err)
-			}
-			continue
-		}
 		acct, ok := strings.CutPrefix(name, filePrefix)
 		if !ok {
 			continue
@@ -161,15 +250,15 @@ func (s *Store) loadAccount(name string) error {
 		return fmt.Errorf("keystore: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", ErrForeignFile, path)
+		return unusable(path, name, fmt.Errorf("%w: not a regular file", ErrForeignFile))
 	}
 	data, err := readStateFile(path)
 	if err != nil {
-		return err
+		return unusable(path, name, err)
 	}
 	st, sl, err := decodeState(name, data, s.passphrase)
 	if err != nil {
-		return fmt.Errorf("%w (file %s left untouched)", err, path)
+		return unusable(path, name, err)
 	}
 	if fi.Mode().Perm() != 0o600 {
 		if err := os.Chmod(path, 0o600); err != nil {
@@ -178,8 +267,37 @@ func (s *Store) loadAccount(name string) error {
 	}
 	a := s.newAccount(name, st)
 	a.sealer = sl
+	if fps, sightings := st.enforce(s.limits); fps+sightings > 0 {
+		// An earlier version recorded fingerprints without limit. The
+		// file is rewritten in the background, once Open has read every
+		// file.
+		a.changes++
+		s.logger.Warn("keystore: account file holds more than the limits allow; the least recently seen untrusted fingerprints are dropped",
+			"file", path, "fingerprints_dropped", fps, "sightings_dropped", sightings)
+	}
 	s.accounts[name] = a
 	return nil
+}
+
+// unusable explains why the account file at path, of account name, cannot
+// be used, and what the user can do about it.
+func unusable(path, name string, err error) error {
+	dir := filepath.Dir(path)
+	fresh := fmt.Sprintf("move it out of %s: account %q then starts afresh with a new key (your contacts see a new fingerprint and must verify it again) and without the fingerprints and trust the file recorded", dir, name)
+	var out string
+	switch {
+	case errors.Is(err, ErrPassphraseRequired), errors.Is(err, ErrWrongPassphrase):
+		return fmt.Errorf("%w (file %s left untouched)", err, path)
+	case errors.Is(err, ErrUnsupportedVersion):
+		out = "use the newer otrbnc that wrote it, restore an older copy from a backup, or " + fresh
+	case errors.Is(err, ErrForeignFile):
+		out = fresh
+	case errors.Is(err, ErrCorrupt):
+		out = "restore it from a backup, or " + fresh
+	default:
+		return fmt.Errorf("%w (file %s)", err, path)
+	}
+	return fmt.Errorf("%w\nfile: %s (left untouched)\nTo start otrbnc, %s.", err, path, out)
 }
 
 // sealPlaintext seals the account files written before a passphrase was
@@ -200,12 +318,16 @@ func (s *Store) sealPlaintext() error {
 		if err := a.write(a.st, false); err != nil {
 			return err
 		}
+		a.saved = a.changes
 	}
 	return nil
 }
 
 func (s *Store) newAccount(name string, st *state) *Account {
-	return &Account{store: s, name: name, file: accountFile(name), tag: st.tag, st: st}
+	return &Account{
+		store: s, name: name, file: accountFile(name), tag: st.tag, st: st,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
 }
 
 // Account returns the account called name, creating it if it does not
@@ -230,7 +352,7 @@ func (s *Store) Account(name string) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{tag: tag, fps: make(map[Fingerprint]*record)}
+	st := newState(tag, nil, make(map[otrcore.Fingerprint]*record))
 	a := s.newAccount(name, st)
 	if len(s.passphrase) > 0 {
 		if a.sealer, err = newSealer(s.passphrase, s.kdf); err != nil {
@@ -241,6 +363,7 @@ func (s *Store) Account(name string) (*Account, error) {
 		return nil, err
 	}
 	s.accounts[name] = a
+	a.startWriter()
 	a.mu.Lock()
 	a.startKeygenLocked()
 	a.mu.Unlock()
@@ -259,26 +382,28 @@ func (s *Store) Accounts() []string {
 	return names
 }
 
-// Close waits for writes in progress, then releases the state directory.
-// Later changes fail with [ErrClosed]; queries keep answering from memory.
-// A key generation still running is abandoned.
+// Close writes every change not yet on disk, waits for writes in progress
+// and releases the state directory. Later changes fail with [ErrClosed];
+// queries keep answering from memory. A key generation still running is
+// abandoned. An error means some fingerprint sightings could not be saved
+// (the files hold the state of their last successful write).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lock == nil {
 		return nil
 	}
+	var errs []error
 	for _, a := range s.accounts {
-		a.writeMu.Lock()
-		a.closed.Store(true)
-		a.writeMu.Unlock()
+		if err := a.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	err := s.lock.Close()
+	if err := s.lock.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("keystore: releasing state directory: %w", err))
+	}
 	s.lock = nil
-	if err != nil {
-		return fmt.Errorf("keystore: releasing state directory: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // newInstanceTag returns a random instance tag of at least 0x100.

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // Compile-time check: Account provides what otrcore consumes.
@@ -28,7 +30,7 @@ func TestSeenFingerprint(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), testOptions(t, ""))
 	a := mustAccount(t, s, "net")
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	seen := func(peer string, f Fingerprint, at time.Time) SeenResult {
+	seen := func(peer string, f otrcore.Fingerprint, at time.Time) SeenResult {
 		t.Helper()
 		r, err := a.SeenFingerprint(peer, f, at)
 		if err != nil {
@@ -47,13 +49,13 @@ func TestSeenFingerprint(t *testing.T) {
 	check("again", seen("alice", fp(1), t0.Add(time.Minute)), SeenResult{})
 	check("earlier", seen("alice", fp(1), t0.Add(-time.Minute)), SeenResult{})
 	// Someone else takes alice's nick with another key.
-	check("new key", seen("alice", fp(2), t0.Add(time.Hour)), SeenResult{NewFingerprint: true, NewForPeer: true, OtherFingerprints: []Fingerprint{fp(1)}})
+	check("new key", seen("alice", fp(2), t0.Add(time.Hour)), SeenResult{NewFingerprint: true, NewForPeer: true, OtherFingerprints: []otrcore.Fingerprint{fp(1)}})
 	if err := a.SetTrust(fp(1), TrustSMP, t0.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	// The trusted key shows up under another nick: trust follows the key.
 	check("alt nick", seen("alice_", fp(1), t0.Add(3*time.Hour)), SeenResult{NewForPeer: true, OtherNicks: []string{"alice"}, Trust: TrustSMP})
-	check("back", seen("alice", fp(1), t0.Add(4*time.Hour)), SeenResult{OtherFingerprints: []Fingerprint{fp(2)}, OtherNicks: []string{"alice_"}, Trust: TrustSMP})
+	check("back", seen("alice", fp(1), t0.Add(4*time.Hour)), SeenResult{OtherFingerprints: []otrcore.Fingerprint{fp(2)}, OtherNicks: []string{"alice_"}, Trust: TrustSMP})
 
 	if !a.IsTrusted("alice", fp(1)) || !a.IsTrusted("alice_", fp(1)) || !a.IsTrusted("someone", fp(1)) {
 		t.Error("trust of fp(1) depends on the nick")
@@ -423,6 +425,9 @@ func TestCorruptFiles(t *testing.T) {
 				if !strings.Contains(err.Error(), path) {
 					t.Errorf("error %q does not name the file", err)
 				}
+				if !strings.Contains(err.Error(), "To start otrbnc, ") || !strings.Contains(err.Error(), "move it out of "+dir) {
+					t.Errorf("error %q does not say how to start again", err)
+				}
 			}
 			data, err := os.ReadFile(path)
 			if err != nil || !bytes.Equal(data, tc.data) {
@@ -587,14 +592,14 @@ func TestKeyGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := a.Fingerprint(ctx)
-	if err != nil || f != FingerprintOf(&k.PublicKey) {
+	if err != nil || f != otrcore.FingerprintOf(&k.PublicKey) {
 		t.Errorf("Fingerprint = %s, %v", f, err)
 	}
 	k.X.SetInt64(1) // the result is a copy
 	s.Close()
 	s = mustOpen(t, dir, Options{})
 	k2, err := mustAccount(t, s, "net").PrivateKey(ctx)
-	if err != nil || FingerprintOf(&k2.PublicKey) != f || k2.X.Int64() == 1 {
+	if err != nil || otrcore.FingerprintOf(&k2.PublicKey) != f || k2.X.Int64() == 1 {
 		t.Errorf("key not persisted: %v", err)
 	}
 }
@@ -663,7 +668,7 @@ func TestReplaceKey(t *testing.T) {
 
 	// An explicit key wins over a background generation still running.
 	f, err := a.ReplaceKey(ctx, testKey(t, 2))
-	if err != nil || f != FingerprintOf(&testKey(t, 2).PublicKey) {
+	if err != nil || f != otrcore.FingerprintOf(&testKey(t, 2).PublicKey) {
 		t.Fatalf("ReplaceKey = %s, %v", f, err)
 	}
 	close(block)
@@ -797,4 +802,43 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("round trip changed the state:\n%s\n%s", out, again)
 		}
 	})
+}
+
+// TestRepeatedNicksMerged checks that a file in which one fingerprint lists
+// the same nick twice opens. Earlier versions wrote nicks that were not
+// valid UTF-8 as U+FFFD, so two such nicks on one key read the same, and
+// otrbnc refused to start.
+func TestRepeatedNicksMerged(t *testing.T) {
+	good := validFile(t)
+	var nick string
+	data := editState(t, good, func(f map[string]any) {
+		fps := f["state"].(map[string]any)["fingerprints"].([]any)
+		fj := fps[0].(map[string]any)
+		seen := fj["seen"].([]any)
+		nick = seen[0].(map[string]any)["nick"].(string)
+		dup := map[string]any{"nick": nick, "first_seen": "2020-01-01T00:00:00Z", "last_seen": "2030-01-01T00:00:00Z"}
+		fj["seen"] = append(seen, dup)
+	})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "account-net.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, testOptions(t, ""))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	n := 0
+	for _, sg := range mustAccount(t, s, "net").Fingerprints()[0].Seen {
+		if sg.Nick != nick {
+			continue
+		}
+		n++
+		if !sg.FirstSeen.Equal(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) || !sg.LastSeen.Equal(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("merged sighting %+v does not span both", sg)
+		}
+	}
+	if n != 1 {
+		t.Errorf("nick %q listed %d times", nick, n)
+	}
 }

@@ -55,18 +55,53 @@ func (f Fingerprint) Hex() string {
 	return hex.EncodeToString(f[:])
 }
 
-// ParseFingerprint parses a fingerprint in either the human-readable or
-// the stored form. Spaces are ignored and hex digits may be in any case.
+// ParseFingerprint parses a fingerprint typed or pasted by a user. The rule:
+// exactly 40 hexadecimal digits of either case, with any number of spaces
+// (U+0020) before, between or after them and nothing else. That accepts the
+// form String returns and irssi, Pidgin and libotr display (five groups of
+// eight digits separated by spaces), and the 40 digits libotr stores; it
+// refuses tabs, colons, dashes and any other separator.
 func ParseFingerprint(s string) (Fingerprint, error) {
 	var f Fingerprint
-	h := strings.ReplaceAll(s, " ", "")
-	if len(h) != 2*len(f) {
-		return f, fmt.Errorf("otrcore: fingerprint %q: want %d hex digits, have %d", s, 2*len(f), len(h))
+	n := 0 // hex digits read
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ' ' {
+			continue
+		}
+		v, ok := hexDigit(c)
+		if !ok {
+			return Fingerprint{}, fmt.Errorf("otrcore: fingerprint %q: %q is not a hexadecimal digit; want 40 hexadecimal digits, optionally in groups separated by spaces", s, c)
+		}
+		if n == 2*len(f) {
+			return Fingerprint{}, fmt.Errorf("otrcore: fingerprint %q: more than 40 hexadecimal digits", s)
+		}
+		f[n/2] |= v << (4 * (1 - n%2))
+		n++
 	}
-	if _, err := hex.Decode(f[:], []byte(h)); err != nil {
-		return Fingerprint{}, fmt.Errorf("otrcore: fingerprint %q: %w", s, err)
+	if n != 2*len(f) {
+		return Fingerprint{}, fmt.Errorf("otrcore: fingerprint %q: want 40 hexadecimal digits, have %d", s, n)
 	}
 	return f, nil
+}
+
+// hexDigit returns the value of the hexadecimal digit c.
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// FingerprintOf returns the fingerprint of the DSA public key pub, whose P,
+// Q, G and Y must be set. It does not check that pub is a valid OTR key.
+func FingerprintOf(pub *dsa.PublicKey) Fingerprint {
+	return (&publicKey{p: pub.P, q: pub.Q, g: pub.G, y: pub.Y}).fingerprint()
 }
 
 // publicKey is a DSA public key as carried in the AKE.

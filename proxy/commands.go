@@ -398,7 +398,7 @@ func cmdList(n *network, dc *downstream, args []string) error {
 	}
 	if n.otr.id.Trust != nil {
 		for _, info := range n.otr.id.Trust.Fingerprints() {
-			desc := fmt.Sprintf("%s (%s)", otrcore.Fingerprint(info.Fingerprint), trustLevelWord(info.Trust))
+			desc := fmt.Sprintf("%s (%s)", info.Fingerprint, trustLevelWord(info.Trust))
 			for _, s := range info.Seen {
 				e := get(n.casemap.fold(s.Nick), s.Nick)
 				e.fps = append(e.fps, desc)

@@ -33,7 +33,7 @@ func (n *network) trustOf(fp otrcore.Fingerprint) keystore.TrustLevel {
 	if n.otr.id.Trust == nil {
 		return keystore.TrustNone
 	}
-	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
+	info, ok := n.otr.id.Trust.Lookup(fp)
 	if !ok {
 		return keystore.TrustNone
 	}
@@ -112,7 +112,7 @@ func cmdTrust(n *network, dc *downstream, args []string) error {
 		n.tellClient(dc, fmt.Sprintf("[%s] %s is already verified (%s)", nick, fp, trustLevelWord(lvl)))
 		return nil
 	}
-	if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(fp), keystore.TrustManual, n.now()); err != nil {
+	if err := n.otr.id.Trust.SetTrust(fp, keystore.TrustManual, n.now()); err != nil {
 		return fmt.Errorf("could not save the trust: %w", err)
 	}
 	n.tellClient(dc, fmt.Sprintf("[%s] %s is now trusted (verified by fingerprint)", nick, fp))
@@ -136,7 +136,7 @@ func cmdDistrust(n *network, dc *downstream, args []string) error {
 	var targets []otrcore.Fingerprint
 	label := args[0]
 	if fp, err := otrcore.ParseFingerprint(strings.Join(args, "")); err == nil {
-		if _, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp)); !ok {
+		if _, ok := n.otr.id.Trust.Lookup(fp); !ok {
 			return fmt.Errorf("unknown fingerprint %s", fp)
 		}
 		targets = []otrcore.Fingerprint{fp}
@@ -167,7 +167,7 @@ func cmdDistrust(n *network, dc *downstream, args []string) error {
 		if n.trustOf(fp) == keystore.TrustNone {
 			continue
 		}
-		if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(fp), keystore.TrustNone, n.now()); err != nil {
+		if err := n.otr.id.Trust.SetTrust(fp, keystore.TrustNone, n.now()); err != nil {
 			return fmt.Errorf("could not save: %w", err)
 		}
 		changed++
@@ -193,7 +193,7 @@ func cmdForget(n *network, dc *downstream, args []string) error {
 			return fmt.Errorf("%s is in use by the private conversation with %s; finish it first: finish %s", fp, p.nick, p.nick)
 		}
 	}
-	if err := n.otr.id.Trust.Forget(keystore.Fingerprint(fp)); err != nil {
+	if err := n.otr.id.Trust.Forget(fp); err != nil {
 		if errors.Is(err, keystore.ErrUnknownFingerprint) {
 			return fmt.Errorf("unknown fingerprint %s", fp)
 		}

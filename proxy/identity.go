@@ -34,13 +34,13 @@ type TrustBook interface {
 	otrcore.TrustStore
 	// SeenFingerprint records that peer presented fp and reports what was
 	// known before (other keys of the nick, other nicks of the key).
-	SeenFingerprint(peer string, fp keystore.Fingerprint, now time.Time) (keystore.SeenResult, error)
+	SeenFingerprint(peer string, fp otrcore.Fingerprint, now time.Time) (keystore.SeenResult, error)
 	// SetTrust sets how fp was verified (TrustNone: not verified).
-	SetTrust(fp keystore.Fingerprint, level keystore.TrustLevel, now time.Time) error
+	SetTrust(fp otrcore.Fingerprint, level keystore.TrustLevel, now time.Time) error
 	// Lookup returns what is known about fp.
-	Lookup(fp keystore.Fingerprint) (keystore.FingerprintInfo, bool)
+	Lookup(fp otrcore.Fingerprint) (keystore.FingerprintInfo, bool)
 	// Forget removes every record of fp.
-	Forget(fp keystore.Fingerprint) error
+	Forget(fp otrcore.Fingerprint) error
 	// Fingerprints returns every known fingerprint.
 	Fingerprints() []keystore.FingerprintInfo
 }

@@ -130,7 +130,7 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 		}
 	case otrcore.EventSMPSucceeded:
 		if ev.Verified && n.otr.id.Trust != nil {
-			if err := n.otr.id.Trust.SetTrust(keystore.Fingerprint(ev.Fingerprint), keystore.TrustSMP, now); err != nil {
+			if err := n.otr.id.Trust.SetTrust(ev.Fingerprint, keystore.TrustSMP, now); err != nil {
 				n.logger.Error("could not record trust", "err", err)
 				n.tellClientsAbout(nick, fmt.Sprintf("identity verified, but the trust could not be saved: %v", err))
 				return
@@ -158,7 +158,7 @@ func (n *network) trustKept(fp otrcore.Fingerprint) string {
 	if n.otr.id.Trust == nil {
 		return ""
 	}
-	info, ok := n.otr.id.Trust.Lookup(keystore.Fingerprint(fp))
+	info, ok := n.otr.id.Trust.Lookup(fp)
 	if !ok || info.Trust == keystore.TrustNone {
 		return ""
 	}
@@ -173,11 +173,14 @@ func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Ti
 		n.tellClientsAbout(nick, fmt.Sprintf("new fingerprint for %s: %s", nick, fp))
 		return
 	}
-	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, keystore.Fingerprint(fp), now)
+	seen, err := n.otr.id.Trust.SeenFingerprint(p.key, fp, now)
 	if err != nil {
 		n.logger.Error("could not record a fingerprint", "err", err)
 		n.tellClientsAbout(nick, fmt.Sprintf("new fingerprint for %s: %s (it could not be saved: %v)", nick, fp, err))
 		return
+	}
+	if seen.NotRecorded {
+		n.logger.Warn("a new fingerprint was not recorded: the keystore holds only verified keys up to its limit")
 	}
 	switch {
 	case seen.NewForPeer && len(seen.OtherFingerprints) > 0:
@@ -187,7 +190,7 @@ func (n *network) newFingerprint(p *otrPeer, fp otrcore.Fingerprint, now time.Ti
 			if info, ok := n.otr.id.Trust.Lookup(o); ok && info.Trust != keystore.TrustNone {
 				w = "verified"
 			}
-			olds = append(olds, fmt.Sprintf("%s (%s)", otrcore.Fingerprint(o), w))
+			olds = append(olds, fmt.Sprintf("%s (%s)", o, w))
 		}
 		n.stateToClients(nick, fmt.Sprintf("WARNING: %s now uses a DIFFERENT key (%s, unverified); someone else may be using the nick", nick, shortFP(fp)), fmt.Sprintf("WARNING: %s now uses a DIFFERENT key: %s. Before, %s used: %s. Someone else may be using the nick; verify before trusting.",
 			nick, fp, nick, strings.Join(olds, ", ")))

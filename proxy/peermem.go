@@ -55,6 +55,14 @@ func (n *network) forgetPeer(p *otrPeer) {
 	p.mem = 0
 }
 
+// lastActive is when p last saw traffic, or was created.
+func (p *otrPeer) lastActive() time.Time {
+	if t := p.conv.LastActivity(); t.After(p.created) {
+		return t
+	}
+	return p.created
+}
+
 // sheddable reports whether p holds nothing the user needs: no session,
 // no queued message, not engaged.
 func (n *network) sheddable(p *otrPeer, now time.Time) bool {
@@ -72,7 +80,7 @@ func (n *network) shedPeers(target int) {
 			cands = append(cands, p)
 		}
 	}
-	slices.SortFunc(cands, func(a, b *otrPeer) int { return a.conv.LastActivity().Compare(b.conv.LastActivity()) })
+	slices.SortFunc(cands, func(a, b *otrPeer) int { return a.lastActive().Compare(b.lastActive()) })
 	for _, p := range cands {
 		if n.mem.total <= target {
 			return
@@ -98,7 +106,7 @@ func (n *network) shedPeers(target int) {
 // saw no traffic for peerIdle (called from the network's tick).
 func (n *network) expirePeers(now time.Time) {
 	for _, p := range n.otr.peers {
-		if n.sheddable(p, now) && now.Sub(p.conv.LastActivity()) >= peerIdle && p.conv.MemoryUse() > 0 {
+		if n.sheddable(p, now) && now.Sub(p.lastActive()) >= peerIdle {
 			n.forgetPeer(p)
 		}
 	}
@@ -111,7 +119,7 @@ func (n *network) evictPeer() {
 	now := n.now()
 	var victim *otrPeer
 	for _, p := range n.otr.peers {
-		if n.sheddable(p, now) && (victim == nil || p.conv.LastActivity().Before(victim.conv.LastActivity())) {
+		if n.sheddable(p, now) && (victim == nil || p.lastActive().Before(victim.lastActive())) {
 			victim = p
 		}
 	}

@@ -41,6 +41,8 @@ type otrPeer struct {
 	engagedUntil time.Time
 	// replies limits protocol replies to the peer while not engaged.
 	replies replyBudget
+	// created is when otrbnc created the conversation.
+	created time.Time
 	// mem is what the conversation counted in the network's memory
 	// account when last measured (peermem.go).
 	mem int
@@ -263,7 +265,7 @@ func (n *network) peer(nick string) *otrPeer {
 		if len(n.otr.peers) >= maxPeers {
 			n.evictPeer()
 		}
-		p = &otrPeer{key: key, nick: nick, peerPolicy: n.decidePolicy(nick)}
+		p = &otrPeer{key: key, nick: nick, created: n.now(), peerPolicy: n.decidePolicy(nick)}
 		p.conv = otrcore.NewConversation(n.otr.acct, key, otrcore.Options{
 			Policy:         p.policy,
 			MaxMessageSize: p.fragSize,

@@ -8,7 +8,6 @@ import (
 
 	"gopkg.in/irc.v4"
 
-	"otrbnc/keystore"
 	"otrbnc/otrcore"
 )
 
@@ -236,17 +235,17 @@ func TestServiceGenkey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if newFP == keystore.Fingerprint(testKey(t, 0).Fingerprint()) || !strings.Contains(m.Trailing(), otrcore.Fingerprint(newFP).String()) {
-		t.Fatalf("announced %q; the keystore holds %s", m.Trailing(), otrcore.Fingerprint(newFP))
+	if newFP == testKey(t, 0).Fingerprint() || !strings.Contains(m.Trailing(), newFP.String()) {
+		t.Fatalf("announced %q; the keystore holds %s", m.Trailing(), newFP)
 	}
 	bob.expectEvent(otrcore.EventPeerFinished)
-	cmd(c, "fingerprint", otrcore.Fingerprint(newFP).String())
+	cmd(c, "fingerprint", newFP.String())
 	// New sessions use the new key.
 	bob.do(func(cv *otrcore.Conversation) (otrcore.Result, error) { return cv.End(time.Now()), nil })
 	bob.start()
 	c.expect("gone secure", serviceSays("private conversation with bob started"))
 	ev := bob.expectEvent(otrcore.EventGoneSecure)
-	if ev.Fingerprint != otrcore.Fingerprint(newFP) {
+	if ev.Fingerprint != newFP {
 		t.Errorf("the peer sees %s", ev.Fingerprint)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"otrbnc/keystore"
+	"otrbnc/keystore/atomicfile"
 	"otrbnc/otrcore"
 	"otrbnc/proxy/config"
 )
@@ -28,7 +28,6 @@ const (
 	settingsVersion = 1
 	settingsPrefix  = "settings-"
 	settingsSuffix  = ".json"
-	settingsTemp    = ".tmp-settings-" // keystore.WriteFileAtomic's temporary name for our files
 	// maxSettingsFile bounds how much of a settings file is read.
 	maxSettingsFile = 4 << 20
 	// maxRules bounds policy rules and ignore masks.
@@ -90,10 +89,8 @@ func loadSettings(dir, network string) (*savedState, error) {
 
 // removeSettingsTemps deletes temporary files left by an interrupted save.
 func removeSettingsTemps(dir, network string) {
-	matches, _ := filepath.Glob(filepath.Join(dir, settingsTemp+network+settingsSuffix+"-*"))
-	for _, m := range matches {
-		os.Remove(m)
-	}
+	name := settingsPrefix + network + settingsSuffix
+	atomicfile.RemoveStale(dir, func(n string) bool { return n == name })
 }
 
 // parseSettings decodes and validates a settings file.
@@ -185,7 +182,7 @@ func saveSettings(dir string, st *savedState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
-	if err := keystore.WriteFileAtomic(dir, settingsPrefix+st.Network+settingsSuffix, data); err != nil {
+	if err := atomicfile.Write(settingsPath(dir, st.Network), data); err != nil {
 		return fmt.Errorf("saving settings: %w", err)
 	}
 	return nil

@@ -137,7 +137,7 @@ func checkConfig(w io.Writer, configPath, passOverride string) error {
 	case !passKnown:
 		warn("state directory %s: not opened, the passphrase is not available", dir)
 	default:
-		store, err := lc.openStore(passOverride, false)
+		store, err := lc.openStore(passOverride, false, nil)
 		switch {
 		case err == nil:
 			accts := store.Accounts()

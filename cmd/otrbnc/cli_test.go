@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"otrbnc/keystore"
+	"otrbnc/otrcore"
 )
 
 // libotrTestdata is keystore's sample libotr files: accounts "libera"
@@ -186,7 +187,7 @@ func TestImportListFingerprintsTrustExport(t *testing.T) {
 	l, err := keystore.ReadLibotr(kf, ff)
 	kf.Close()
 	ff.Close()
-	if err != nil || len(l.Keys) != 1 || keystore.FingerprintOf(&l.Keys[0].Key.PublicKey).String() != "3EC5D635 801C5F95 8FBB89B4 14849ABF CBD594F7" {
+	if err != nil || len(l.Keys) != 1 || otrcore.FingerprintOf(&l.Keys[0].Key.PublicKey).String() != "3EC5D635 801C5F95 8FBB89B4 14849ABF CBD594F7" {
 		t.Errorf("exported files: %v %+v", err, l)
 	}
 	wantErr(t, []string{"export-libotr", "-config", cfg, "-account", "libera", "-key", outKey, "-fingerprints", outFP}, "exists", "-force")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,14 +129,15 @@ func (lc *loadedConfig) passphrase(override string) ([]byte, error) {
 
 // openStore opens the keystore of lc, turning the keystore's errors into
 // instructions. running tells what the lock means to the caller: true for
-// "otrbnc run", where a lock means a second instance.
-func (lc *loadedConfig) openStore(passphraseOverride string, running bool) (*keystore.Store, error) {
+// "otrbnc run", where a lock means a second instance. logger receives the
+// keystore's background events; nil means slog's default logger.
+func (lc *loadedConfig) openStore(passphraseOverride string, running bool, logger *slog.Logger) (*keystore.Store, error) {
 	pass, err := lc.passphrase(passphraseOverride)
 	if err != nil {
 		return nil, err
 	}
 	dir := lc.stateDir()
-	store, err := keystore.Open(dir, keystore.Options{Passphrase: pass})
+	store, err := keystore.Open(dir, keystore.Options{Passphrase: pass, Logger: logger})
 	switch {
 	case err == nil:
 		return store, nil
@@ -148,7 +150,7 @@ func (lc *loadedConfig) openStore(passphraseOverride string, running bool) (*key
 	case errors.Is(err, keystore.ErrWrongPassphrase):
 		return nil, fmt.Errorf("the passphrase does not open the keystore in %s: check the passphrase file (one trailing line break is ignored, other spaces are not); the keystore files were not changed\n(%w)", dir, err)
 	case errors.Is(err, keystore.ErrCorrupt), errors.Is(err, keystore.ErrForeignFile), errors.Is(err, keystore.ErrUnsupportedVersion):
-		return nil, fmt.Errorf("%w\nThe file was left untouched: move it out of %s to start that network with a new key, or restore it from a backup", err, dir)
+		return nil, err // it names the file and says what to do
 	}
 	return nil, fmt.Errorf("opening the state directory %s: %w", dir, err)
 }
@@ -219,7 +221,7 @@ func openNetwork(configPath, account, passOverride string, existing bool) (*load
 	if _, err := os.Stat(lc.stateDir()); existing && errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("no OTR account for %s yet: %s does not exist; otrbnc creates it when it first runs", nc.Name, lc.stateDir())
 	}
-	store, err := lc.openStore(passOverride, false)
+	store, err := lc.openStore(passOverride, false, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}

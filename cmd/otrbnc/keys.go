@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"otrbnc/keystore"
+	"otrbnc/otrcore"
 	"otrbnc/proxy/config"
 )
 
@@ -127,7 +128,7 @@ Examples:
 				fmt.Fprintf(sio.out, "no OTR accounts yet: %s does not exist; otrbnc creates it, and one account per network, when it first runs\n", lc.stateDir())
 				return nil
 			}
-			store, err := lc.openStore(*pass, false)
+			store, err := lc.openStore(*pass, false, nil)
 			if err != nil {
 				return err
 			}
@@ -235,7 +236,7 @@ Examples:
 			if len(args) == 0 {
 				return errors.New("give the fingerprint to trust: otrbnc trust [-nick NICK] FINGERPRINT (see: otrbnc trust -h)")
 			}
-			fp, err := keystore.ParseFingerprint(strings.Join(args, ""))
+			fp, err := otrcore.ParseFingerprint(strings.Join(args, ""))
 			if err != nil {
 				return fmt.Errorf("%w (copy the fingerprint from /msg *otr fingerprint NICK or from your peer)", err)
 			}

@@ -1,18 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"otrbnc/keystore"
+	"otrbnc/keystore/atomicfile"
+	"otrbnc/otrcore"
 	"otrbnc/proxy/config"
 )
 
@@ -130,7 +132,7 @@ func describeLibotrAccount(l *keystore.Libotr, a keystore.LibotrAccount) string 
 	key := "no key"
 	for _, k := range l.Keys {
 		if k.Account == a {
-			key = "key " + keystore.FingerprintOf(&k.Key.PublicKey).String()
+			key = "key " + otrcore.FingerprintOf(&k.Key.PublicKey).String()
 		}
 	}
 	n := 0
@@ -187,11 +189,11 @@ func chooseLibotrAccount(l *keystore.Libotr, name, protocol string) (keystore.Li
 // importLibotr imports src from l into network's account.
 func importLibotr(ctx context.Context, w io.Writer, store *keystore.Store, network string, l *keystore.Libotr, src keystore.LibotrAccount, replace bool, casemap string) error {
 	sub := &keystore.Libotr{}
-	var newKey *keystore.Fingerprint
+	var newKey *otrcore.Fingerprint
 	for _, k := range l.Keys {
 		if k.Account == src {
 			sub.Keys = append(sub.Keys, k)
-			fp := keystore.FingerprintOf(&k.Key.PublicKey)
+			fp := otrcore.FingerprintOf(&k.Key.PublicKey)
 			newKey = &fp
 		}
 	}
@@ -227,6 +229,10 @@ func importLibotr(ctx context.Context, w io.Writer, store *keystore.Store, netwo
 		fmt.Fprintf(w, "%s: the files hold no key for %v; the network keeps its own key\n", network, src)
 	}
 	fmt.Fprintf(w, "%s: imported %d fingerprint line(s), %d verified fingerprint(s)\n", network, res.Sightings, res.Trusted)
+	if res.Dropped > 0 {
+		fmt.Fprintf(w, "%s: %d unverified line(s) left out by the keystore's limits (%d fingerprints per network, %d per nick, %d nicks per fingerprint)\n",
+			network, res.Dropped, keystore.DefaultMaxFingerprints, keystore.DefaultMaxFingerprintsPerNick, keystore.DefaultMaxNicksPerFingerprint)
+	}
 	fmt.Fprintln(w, "Start otrbnc again to use them; check with: otrbnc fingerprints")
 	return nil
 }
@@ -313,37 +319,18 @@ Examples:
 				return err
 			}
 			fmt.Fprintf(sio.out, "%s: wrote the key (fingerprint %s) to %s and %d fingerprint line(s) to %s, as libotr account %q protocol %q\n",
-				nc.Name, keystore.FingerprintOf(&l.Keys[0].Key.PublicKey), *keyFile, len(l.Fingerprints), *fpFile, name, *protocol)
+				nc.Name, otrcore.FingerprintOf(&l.Keys[0].Key.PublicKey), *keyFile, len(l.Fingerprints), *fpFile, name, *protocol)
 			return nil
 		}
 	},
 }
 
-// writePrivateFile writes a file readable only by its owner, replacing
-// path atomically.
+// writePrivateFile writes a file readable only by its owner (mode 0600),
+// replacing path atomically.
 func writePrivateFile(path string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".otrbnc-export-*")
-	if err != nil {
+	var b bytes.Buffer
+	if err := write(&b); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, b.Bytes())
 }

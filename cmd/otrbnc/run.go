@@ -84,11 +84,16 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 	l, _ := config.ParseLogLevel(lc.cfg.LogLevel)
 	level.Set(l)
 	logger := slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: &level}))
-	store, err := lc.openStore("", true)
+	store, err := lc.openStore("", true, logger)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() {
+		// Close writes the fingerprint sightings not yet on disk.
+		if err := store.Close(); err != nil {
+			logger.Error("closing the keystore", "err", err)
+		}
+	}()
 	srv, err := proxy.NewServer(lc.cfg, proxy.Options{
 		Logger:        logger,
 		Identities:    proxy.KeystoreIdentities{Store: store},
