@@ -12,6 +12,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -462,16 +463,26 @@ type ircConn struct {
 
 func dialIRC(tb testing.TB, addr string) *ircConn {
 	tb.Helper()
+	c, err := dialIRCErr(tb, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// dialIRCErr is dialIRC for goroutines other than the benchmark's own,
+// which must not call tb.Fatal.
+func dialIRCErr(tb testing.TB, addr string) (*ircConn, error) {
 	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
-		tb.Fatalf("dial %s: %v", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	tc := nc.(*net.TCPConn)
 	tc.SetNoDelay(true)
-	c := &ircConn{tb: tb, nc: tc, in: make(chan inMsg, 1<<16)}
+	c := &ircConn{tb: tb, nc: tc, in: make(chan inMsg, 4096)}
 	go c.read()
 	tb.Cleanup(func() { nc.Close() })
-	return c
+	return c, nil
 }
 
 func (c *ircConn) read() {
@@ -541,6 +552,25 @@ func (c *ircConn) expect(what string, d time.Duration, pred func(*irc.Message) b
 			}
 		case <-timer.C:
 			c.tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// waitWelcome waits up to d for 001 without failing the benchmark.
+func (c *ircConn) waitWelcome(d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case im, ok := <-c.in:
+			if !ok {
+				return errors.New("connection closed before 001")
+			}
+			if im.m.Command == "001" {
+				return nil
+			}
+		case <-timer.C:
+			return fmt.Errorf("no 001 within %v", d)
 		}
 	}
 }
