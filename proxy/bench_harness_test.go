@@ -39,8 +39,8 @@ const (
 	benchPassword = "bench password"
 	// benchWait bounds every wait for a line in the harness.
 	benchWait = 60 * time.Second
-	// envPerf names a directory: when set, each measured phase of an
-	// otrbnc (or ZNC) process is recorded with `perf record` into it.
+	// envPerf names a directory: when set, measured phases of otrbnc (and
+	// ZNC) are recorded with perf into it (see profiler).
 	envPerf = "OTRBNC_BENCH_PERF"
 )
 
@@ -416,31 +416,68 @@ func procMemKiB(pid int) (rss, hwm int, err error) {
 	return rss, hwm, nil
 }
 
-// perfRecord starts `perf record` on pid when OTRBNC_BENCH_PERF names a
-// directory; the returned function stops it. The profile is
-// DIR/name.perf.data (read it with `perf report -i`).
-func perfRecord(tb testing.TB, pid int, name string) (stop func()) {
-	tb.Helper()
-	dir := os.Getenv(envPerf)
-	if dir == "" {
-		return func() {}
+// procIO returns the read- and write-family system calls a process has
+// made so far (syscr and syscw of /proc/PID/io).
+func procIO(pid int) (reads, writes int64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes, nil
+}
+
+// procCtxSwitches sums the voluntary and involuntary context switches of
+// every live thread of a process: how often its threads went to sleep
+// (parked waiting for work) or were preempted.
+func procCtxSwitches(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// procCounters is a snapshot of a process's CPU time, system calls and
+// context switches.
+type procCounters struct {
+	cpu           time.Duration
+	reads, writes int64
+	ctxsw         int64
+}
+
+func readCounters(tb testing.TB, pid int) procCounters {
+	tb.Helper()
+	cpu, err := procCPUTime(pid)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	out := filepath.Join(dir, strings.NewReplacer("/", "_", "=", "-").Replace(name)+".perf.data")
-	cmd := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "4999", "-g", "-p", strconv.Itoa(pid), "-o", out)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("perf record: %v", err)
-	}
-	time.Sleep(300 * time.Millisecond) // let perf attach
-	return func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
-		tb.Logf("perf profile of %s written to %s %s", name, out, strings.TrimSpace(errb.String()))
-	}
+	r, w, _ := procIO(pid)
+	return procCounters{cpu: cpu, reads: r, writes: w, ctxsw: procCtxSwitches(pid)}
+}
+
+func (c procCounters) sub(d procCounters) procCounters {
+	return procCounters{cpu: c.cpu - d.cpu, reads: c.reads - d.reads, writes: c.writes - d.writes, ctxsw: c.ctxsw - d.ctxsw}
 }
 
 // ---------------------------------------------------------------------

@@ -54,15 +54,20 @@ type plainRoute struct {
 //
 // Metrics: cpu-µs/msg is the bouncer's CPU time (utime+stime of all its
 // threads, read with ns resolution from the kernel's process CPU clock)
-// between the first and the last message, divided by the messages; ns/op is
-// the wall time per message. Lost or reordered messages fail the benchmark.
+// between the first and the last message, divided by the messages;
+// read-calls/msg and write-calls/msg its read- and write-family system
+// calls (/proc/PID/io), ctxsw/msg the context switches of its threads
+// (/proc/PID/task/*/status: a thread going to sleep for want of work, or
+// preempted); ns/op is the wall time per message. Lost or reordered
+// messages fail the benchmark.
 //
 // Run (about 1 minute; needs ngircd and znc):
 //
 //	go test ./proxy -run '^$' -bench PlainMessageCPU -benchtime 2000x -count 5
 //
 // With OTRBNC_BENCH_PERF=DIR every measured phase is also recorded with
-// `perf record -g` into DIR (see docs/performance.md for the profile).
+// perf (see profiler) and a summary of where the bouncer's CPU went is
+// logged; the CPU figures of such a run include perf's overhead.
 func BenchmarkPlainMessageCPU(b *testing.B) {
 	ircd := ircdtest.Start(b, true)
 	bin := buildOtrbnc(b)
@@ -110,20 +115,28 @@ func BenchmarkPlainMessageCPU(b *testing.B) {
 						}
 						// Warm-up: conversation state, buffers, GC pacing.
 						r.exchange(b, run+"w", 200, burst)
-						cpu0 := bnc.cpu(b)
+						c0 := readCounters(b, bnc.pid)
 						tick0, _ := procStatCPU(bnc.pid)
-						stopPerf := perfRecord(b, bnc.pid, "plain_"+name)
+						var prof *profiler
+						if b.N > 1 {
+							prof = startProfile(b, bnc.pid, "plain_"+name)
+						}
 						b.ResetTimer()
 						r.exchange(b, run, b.N, burst)
 						b.StopTimer()
-						cpu := bnc.cpu(b) - cpu0
-						stopPerf()
+						d := readCounters(b, bnc.pid).sub(c0)
 						tick1, _ := procStatCPU(bnc.pid)
-						if ticks := tick1 - tick0; b.N >= 1000 && (ticks-cpu > cpu/5+20*time.Millisecond || cpu-ticks > cpu/5+20*time.Millisecond) {
-							b.Logf("note: CPU clock %v but /proc/PID/stat utime+stime %v", cpu, ticks)
+						if s := prof.stop(); s != nil {
+							b.Logf("%s\n%s", name, s.report(b.N))
 						}
-						per := µs(cpu) / float64(b.N)
+						if ticks := tick1 - tick0; b.N >= 1000 && (ticks-d.cpu > d.cpu/5+20*time.Millisecond || d.cpu-ticks > d.cpu/5+20*time.Millisecond) {
+							b.Logf("note: CPU clock %v but /proc/PID/stat utime+stime %v", d.cpu, ticks)
+						}
+						per := µs(d.cpu) / float64(b.N)
 						b.ReportMetric(per, "cpu-µs/msg")
+						b.ReportMetric(float64(d.reads)/float64(b.N), "read-calls/msg")
+						b.ReportMetric(float64(d.writes)/float64(b.N), "write-calls/msg")
+						b.ReportMetric(float64(d.ctxsw)/float64(b.N), "ctxsw/msg")
 						results[name] = per
 					})
 				}
