@@ -230,9 +230,12 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // attacker's lines arrive at full speed and ngIRCd never penalises otrbnc);
 // otrbnc as its own process, policy manual; the user is a raw client of
 // otrbnc chatting with libotr 4.1.1 ("bob", the C peer) in an established
-// OTR session: one ~100-byte message every 2.5 s (slower than the default
-// pacing's one line per 2 s), each answered by an encrypted
-// acknowledgement.
+// OTR session: one ~100-byte message every 5 s, each answered by an
+// encrypted acknowledgement. Every OTR data message carries the sender's
+// next D-H public key (192 bytes), so ~100 bytes of text encode to ~470
+// bytes: two fragments. One message every 5 s keeps the user under the
+// default pacing's one line per 2 s (at one every 2.5 s the queue grows
+// without any flood).
 //
 // Phases, in one otrbnc process: W of chat without flood (the baseline),
 // then W of chat while "mallory" sends 1,000 D-H Commits (from 1,000 fresh
@@ -240,7 +243,7 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // OTR fragments (random-tag v3 fragments: one-piece ones with random
 // content, and first pieces of messages that never complete), 100 lines
 // every 100 ms; then up to G for messages still in flight. W defaults to
-// 30 s (OTRBNC_FLOOD_WINDOW), G to 30 s (OTRBNC_FLOOD_GRACE).
+// 40 s (OTRBNC_FLOOD_WINDOW), G to 30 s (OTRBNC_FLOOD_GRACE).
 //
 // Sub-benchmarks: pacing=default (rate_burst 5, rate_interval "2s": the
 // case of issue 11) and pacing=off (nothing waits, so every line otrbnc
@@ -261,9 +264,9 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 //
 //	go test ./proxy -run '^$' -bench FloodWhileChatting -benchtime 1x
 func BenchmarkFloodWhileChatting(b *testing.B) {
-	window := envDuration(b, "OTRBNC_FLOOD_WINDOW", 30*time.Second)
+	window := envDuration(b, "OTRBNC_FLOOD_WINDOW", 40*time.Second)
 	grace := envDuration(b, "OTRBNC_FLOOD_GRACE", 30*time.Second)
-	const interval = 2500 * time.Millisecond
+	const interval = 5 * time.Second
 	bin := buildOtrbnc(b)
 	attackKey := benchKey(b)
 	for _, pacing := range []string{"default", "off"} {

@@ -476,6 +476,10 @@ func readCounters(tb testing.TB, pid int) procCounters {
 	return procCounters{cpu: cpu, reads: r, writes: w, ctxsw: procCtxSwitches(pid)}
 }
 
+func (c procCounters) add(d procCounters) procCounters {
+	return procCounters{cpu: c.cpu + d.cpu, reads: c.reads + d.reads, writes: c.writes + d.writes, ctxsw: c.ctxsw + d.ctxsw}
+}
+
 func (c procCounters) sub(d procCounters) procCounters {
 	return procCounters{cpu: c.cpu - d.cpu, reads: c.reads - d.reads, writes: c.writes - d.writes, ctxsw: c.ctxsw - d.ctxsw}
 }

@@ -26,19 +26,23 @@ func rtText(run string, seq int) string {
 // peers sit on ngIRCd, each answering every message with an encrypted
 // acknowledgement the moment it is decrypted: "otrcore" (this module's
 // engine, in the benchmark process) and "libotr" (libotr 4.1.1 in its C
-// peer process, driven over pipes).
+// peer process, driven over pipes). Two paths to each peer:
 //
-//   - via=otrbnc: raw client → otrbnc (encrypts) → ngIRCd → peer (decrypts,
-//     encrypts the ack) → ngIRCd → otrbnc (decrypts) → client.
-//   - via=direct: an otrcore user on its own ngIRCd connection, in the
+//   - via otrbnc: raw client → otrbnc (encrypts) → ngIRCd → peer (decrypts,
+//     encrypts the ack) → ngIRCd → otrbnc (decrypts) → client;
+//   - direct: an otrcore user on its own ngIRCd connection, in the
 //     benchmark process, encrypts and decrypts itself; the peer is the same.
 //
-// One operation is one round trip, timed from the write of the message to
-// the moment the user has the decrypted acknowledgement. Messages
-// alternate direction, so every message carries a new D-H key (the
-// expensive case, identical on both paths). Metrics: p50-µs and p99-µs of
-// the round trips; on via=otrbnc also added-p50-µs and added-p99-µs (minus
-// via=direct with the same peer, same run) and otrbnc-cpu-µs/rt.
+// One operation is one round trip on each path, back to back (which path
+// goes first alternates), so both paths see the same machine load. A round
+// trip is timed from the write of the message to the moment the user has
+// the decrypted acknowledgement. Messages alternate direction, so every
+// message carries a new D-H key (the expensive case, the same on both
+// paths). Metrics: otrbnc-p50-µs, otrbnc-p99-µs, direct-p50-µs,
+// direct-p99-µs; added-p50-µs and added-p99-µs (otrbnc minus direct);
+// added-paired-p50-µs, the median of the per-operation differences (the
+// least noisy estimate); otrbnc-cpu-µs/rt, otrbnc's CPU time per round
+// trip (one encryption, one decryption, four IRC lines).
 //
 // Run (about 30 s; needs ngircd, libotr5-dev and a C compiler):
 //
@@ -73,70 +77,72 @@ func BenchmarkRoundTripFastPeer(b *testing.B) {
 	client.drain()
 	b.Logf("load average before: %s", loadAvg())
 
-	directRTT := map[string][]time.Duration{}
 	runs := 0
 	for _, p := range peers {
-		for _, via := range []string{"direct", "otrbnc"} {
-			b.Run("peer="+peerName[p.nick]+"/via="+via, func(b *testing.B) {
-				runs++
-				run := strconv.Itoa(runs)
-				var rt func(seq int, run string) time.Duration
-				if via == "direct" {
-					rt = func(seq int, run string) time.Duration {
-						text := rtText(run, seq)
-						start := time.Now()
-						directSend(direct, p.nick, deng.send(p.nick, text))
-						for {
-							im := direct.expect("ack", benchWait, isPrivmsgFrom(p.nick, ""))
-							got, delivered, out := deng.recv(p.nick, im.m.Trailing())
-							directSend(direct, p.nick, out)
-							if !delivered {
-								continue
-							}
-							if got != "ack "+text {
-								b.Fatalf("direct: got %q, want the ack of %q", got, text)
-							}
-							return time.Since(start)
-						}
-					}
-				} else {
-					rt = func(seq int, run string) time.Duration {
-						text := rtText(run, seq)
-						start := time.Now()
-						client.send("PRIVMSG " + p.nick + " :" + text)
-						im := client.expect("ack through otrbnc", benchWait, func(m *irc.Message) bool {
-							return m.Command == "PRIVMSG" && m.Prefix.Name == p.nick
-						})
-						if im.m.Trailing() != "ack "+text {
-							b.Fatalf("through otrbnc: got %q, want the ack of %q", im.m.Trailing(), text)
-						}
-						return time.Since(start)
-					}
+		viaDirect := func(b *testing.B, run string, seq int) time.Duration {
+			text := rtText(run, seq)
+			start := time.Now()
+			directSend(direct, p.nick, deng.send(p.nick, text))
+			for {
+				im := direct.expect("ack", benchWait, isPrivmsgFrom(p.nick, ""))
+				got, delivered, out := deng.recv(p.nick, im.m.Trailing())
+				directSend(direct, p.nick, out)
+				if !delivered {
+					continue
 				}
-				for i := range 20 { // warm-up
-					rt(i, run+"w")
+				if got != "ack "+text {
+					b.Fatalf("direct: got %q, want the ack of %q", got, text)
 				}
-				lat := make([]time.Duration, 0, b.N)
-				cpu0 := o.cpu(b)
-				b.ResetTimer()
-				for i := range b.N {
-					lat = append(lat, rt(i, run))
-				}
-				b.StopTimer()
-				cpu := o.cpu(b) - cpu0
-				b.ReportMetric(µs(percentile(lat, 0.50)), "p50-µs")
-				b.ReportMetric(µs(percentile(lat, 0.99)), "p99-µs")
-				if via == "direct" {
-					directRTT[p.nick] = lat
-					return
-				}
-				b.ReportMetric(µs(cpu)/float64(b.N), "otrbnc-cpu-µs/rt")
-				if d := directRTT[p.nick]; len(d) > 0 {
-					b.ReportMetric(µs(percentile(lat, 0.50)-percentile(d, 0.50)), "added-p50-µs")
-					b.ReportMetric(µs(percentile(lat, 0.99)-percentile(d, 0.99)), "added-p99-µs")
-				}
-			})
+				return time.Since(start)
+			}
 		}
+		viaOtrbnc := func(b *testing.B, run string, seq int) time.Duration {
+			text := rtText(run, seq)
+			start := time.Now()
+			client.send("PRIVMSG " + p.nick + " :" + text)
+			im := client.expect("ack through otrbnc", benchWait, func(m *irc.Message) bool {
+				return m.Command == "PRIVMSG" && m.Prefix.Name == p.nick
+			})
+			if im.m.Trailing() != "ack "+text {
+				b.Fatalf("through otrbnc: got %q, want the ack of %q", im.m.Trailing(), text)
+			}
+			return time.Since(start)
+		}
+		b.Run("peer="+peerName[p.nick], func(b *testing.B) {
+			runs++
+			run := strconv.Itoa(runs)
+			for i := range 20 { // warm-up
+				viaDirect(b, run+"w", i)
+				viaOtrbnc(b, run+"w", i)
+			}
+			viaO := make([]time.Duration, 0, b.N)
+			viaD := make([]time.Duration, 0, b.N)
+			diff := make([]time.Duration, 0, b.N)
+			var cpu time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				var d, o2 time.Duration
+				if i%2 == 0 {
+					d = viaDirect(b, run, i)
+				}
+				c0 := o.cpu(b)
+				o2 = viaOtrbnc(b, run, i)
+				cpu += o.cpu(b) - c0
+				if i%2 == 1 {
+					d = viaDirect(b, run, i)
+				}
+				viaO, viaD, diff = append(viaO, o2), append(viaD, d), append(diff, o2-d)
+			}
+			b.StopTimer()
+			b.ReportMetric(µs(percentile(viaO, 0.50)), "otrbnc-p50-µs")
+			b.ReportMetric(µs(percentile(viaO, 0.99)), "otrbnc-p99-µs")
+			b.ReportMetric(µs(percentile(viaD, 0.50)), "direct-p50-µs")
+			b.ReportMetric(µs(percentile(viaD, 0.99)), "direct-p99-µs")
+			b.ReportMetric(µs(percentile(viaO, 0.50)-percentile(viaD, 0.50)), "added-p50-µs")
+			b.ReportMetric(µs(percentile(viaO, 0.99)-percentile(viaD, 0.99)), "added-p99-µs")
+			b.ReportMetric(µs(percentile(diff, 0.50)), "added-paired-p50-µs")
+			b.ReportMetric(µs(cpu)/float64(b.N), "otrbnc-cpu-µs/rt")
+		})
 	}
 	b.Logf("load average after: %s", loadAvg())
 }
