@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"otrbnc/otrcore"
-	"otrbnc/proxy/ircdtest"
 )
 
 // ---------------------------------------------------------------------
@@ -227,7 +226,10 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // (issue 11).
 //
 // Setup: ngIRCd (relaxed flood control for every client, so that the
-// attacker's lines arrive at full speed and ngIRCd never penalises otrbnc);
+// attacker's lines arrive at full speed and ngIRCd never penalises otrbnc;
+// TCP_NODELAY on its sockets, see startNgircdNoDelay: with Nagle's
+// algorithm the second fragment of a message waits ~40 ms for a delayed
+// ACK, which showed in the baseline's p99);
 // otrbnc as its own process, policy manual; the user is a raw client of
 // otrbnc chatting with libotr 4.1.1 ("bob", the C peer) in an established
 // OTR session: one ~100-byte message every 5 s, each answered by an
@@ -271,21 +273,21 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 	attackKey := benchKey(b)
 	for _, pacing := range []string{"default", "off"} {
 		b.Run("pacing="+pacing, func(b *testing.B) {
-			ircd := ircdtest.Start(b, true)
-			cfg := otrbncConfig{upstream: ircd.Addr, nick: "alice"}
+			ircd := startNgircdNoDelay(b, true)
+			cfg := otrbncConfig{upstream: ircd, nick: "alice"}
 			if pacing == "off" {
 				cfg.rateBurst, cfg.rateInterval = pacingOffBurst, pacingOffInterval
 			}
 			o := startOtrbnc(b, bin, cfg)
 			client := attachClient(b, o)
 			client.expect("upstream connected", benchWait, fromService("connected to bench"))
-			bob := startEchoPeer(b, ircd.Addr, "bob", newCOTR(b, "bob"))
+			bob := startEchoPeer(b, ircd, "bob", newCOTR(b, "bob"))
 			ch := newChat("1")
 			bob.onText = ch.peerGot
 			go bob.run()
 			client.send("PRIVMSG *otr :start bob")
 			client.expect("session with bob", benchWait, fromService("private conversation with bob started"))
-			mallory := registerIRCUser(b, ircd.Addr, "mallory")
+			mallory := registerIRCUser(b, ircd, "mallory")
 			var attackerLines, attackerMu = 0, sync.Mutex{}
 			counting := false
 			go func() {

@@ -56,7 +56,7 @@ func startProfile(tb testing.TB, pid int, name string) *profiler {
 	if err := p.cnt.Start(); err != nil {
 		tb.Fatalf("perf stat: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // let perf attach
+	time.Sleep(time.Second) // let perf attach
 	return p
 }
 
@@ -64,7 +64,7 @@ func startProfile(tb testing.TB, pid int, name string) *profiler {
 type profileSummary struct {
 	samples     int
 	kernel      float64 // share of samples in the kernel
-	categories  []share // leaf-most classified frame, see classifyFrame
+	categories  []share // see classifyStack
 	inclusive   []share // share of samples with the function on the stack
 	topSelf     []share // leaf functions
 	syscalls    int64   // every system call (raw_syscalls:sys_enter)
@@ -117,21 +117,25 @@ func (p *profiler) stop() *profileSummary {
 var frameClasses = []struct {
 	class string
 	match []string
+	// fallback classes (generic helpers, otrbnc's own code) count only
+	// when no frame of a specific class is on the stack: a memmove under
+	// formatMessage is formatting.
+	fallback bool
 }{
 	{"GC (marking, sweeping, scavenging, write barriers)", []string{"runtime.gc", "runtime.markroot", "runtime.scanobject", "runtime.scanblock",
 		"runtime.greyobject", "runtime.bgsweep", "runtime.sweepone", "runtime.(*mspan).sweep", "runtime.(*sweepLocked)", "runtime.bgscavenge",
 		"runtime.(*scavengerState)", "runtime.wbBuf", "runtime.bulkBarrier", "runtime.(*gcWork)", "runtime.findObject", "runtime.scanstack",
-		"runtime.scanframeworker", "runtime.(*gcControllerState)", "runtime.(*pageAlloc).scavenge", "runtime.tryDeferToSpanScan", "runtime.scanSpan"}},
+		"runtime.scanframeworker", "runtime.(*gcControllerState)", "runtime.(*pageAlloc).scavenge", "runtime.tryDeferToSpanScan", "runtime.scanSpan"}, false},
 	{"allocation (mallocgc and heap)", []string{"runtime.mallocgc", "runtime.newobject", "runtime.makeslice", "runtime.growslice", "runtime.rawstring",
 		"runtime.rawbyteslice", "runtime.makemap", "runtime.(*mcache)", "runtime.(*mcentral)", "runtime.(*mheap)", "runtime.memclrNoHeapPointers",
-		"runtime.nextFreeFast", "runtime.heapSetType", "runtime.(*mspan)", "runtime.newarray", "runtime.makechan", "runtime.deductAssistCredit"}},
+		"runtime.nextFreeFast", "runtime.heapSetType", "runtime.(*mspan)", "runtime.newarray", "runtime.makechan", "runtime.deductAssistCredit"}, false},
 	{"socket read/write system calls (incl. kernel TCP)", []string{"syscall.read", "syscall.write", "internal/poll.(*FD).Read", "internal/poll.(*FD).Write",
-		"internal/poll.ignoringEINTRIO"}},
+		"internal/poll.ignoringEINTRIO"}, false},
 	{"timers, deadlines, clock", []string{"internal/poll.(*FD).SetWriteDeadline", "internal/poll.(*FD).SetReadDeadline", "internal/poll.setDeadlineImpl",
 		"runtime.poll_runtime_pollSetDeadline", "runtime.modtimer", "runtime.(*timer)", "runtime.(*timers)", "time.Now", "time.now", "runtime.nanotime",
 		"time.NewTimer", "time.(*Timer)", "runtime.resettimer", "runtime.addtimer", "runtime.deltimer", "runtime.newTimer", "runtime.stopTimer",
-		"runtime.resetTimer", "runtime.walltime", "__vdso_clock_gettime", "time.Since", "time.Until"}},
-	{"rate limiter (x/time/rate)", []string{"golang.org/x/time/rate"}},
+		"runtime.resetTimer", "runtime.walltime", "__vdso_clock_gettime", "time.Since", "time.Until"}, false},
+	{"rate limiter (x/time/rate)", []string{"golang.org/x/time/rate"}, false},
 	{"scheduler: goroutine hand-offs, thread park/wake, sysmon, netpoll", []string{"runtime.schedule", "runtime.findRunnable", "runtime.park_m",
 		"runtime.gopark", "runtime.goready", "runtime.ready", "runtime.notewakeup", "runtime.notesleep", "runtime.notetsleep", "runtime.futex",
 		"runtime.startm", "runtime.stopm", "runtime.wakep", "runtime.sysmon", "runtime.netpoll", "runtime.mcall", "runtime.retake", "runtime.usleep",
@@ -142,33 +146,51 @@ var frameClasses = []struct {
 		"runtime.netpollunblock", "runtime.gcstopm", "runtime.templateThread", "runtime.lock2", "runtime.unlock2", "runtime.procyield",
 		"runtime.(*randomEnum)", "runtime.pidle", "runtime.mput", "runtime.mget", "runtime.globrunq", "runtime.nobarrierWakeTime",
 		"runtime.(*pollDesc)", "runtime.pollWork", "runtime.poll_runtime_pollWait", "internal/poll.runtime_pollWait", "internal/poll.(*pollDesc)",
-		"runtime.morestack", "runtime.newstack", "runtime.(*lfstack)", "runtime.preemptone", "runtime.signalM", "runtime.tgkill"}},
+		"runtime.morestack", "runtime.newstack", "runtime.(*lfstack)", "runtime.preemptone", "runtime.signalM", "runtime.tgkill"}, false},
 	{"channels and select", []string{"runtime.chansend", "runtime.chanrecv", "runtime.selectgo", "runtime.send", "runtime.recv", "runtime.selparkcommit",
-		"runtime.sellock", "runtime.selunlock", "runtime.closechan", "runtime.fastrand", "runtime.cheaprand"}},
+		"runtime.sellock", "runtime.selunlock", "runtime.closechan", "runtime.fastrand", "runtime.cheaprand"}, false},
 	{"IRC line reading and parsing", []string{"irc%2ev4.ParseMessage", "irc.v4.ParseMessage", "irc%2ev4.ParsePrefix", "irc.v4.ParsePrefix",
-		"irc%2ev4.ParseTags", "irc.v4.ParseTags", "proxy.parseLine", "proxy.(*lineReader)", "bufio.(*Reader)", "proxy.validCommand"}},
+		"irc%2ev4.ParseTags", "irc.v4.ParseTags", "proxy.parseLine", "proxy.(*lineReader)", "bufio.(*Reader)", "proxy.validCommand"}, false},
 	{"IRC formatting", []string{"irc%2ev4.(*Message)", "irc.v4.(*Message)", "irc%2ev4.(*Prefix)", "irc.v4.(*Prefix)", "irc%2ev4.Tags", "irc.v4.Tags",
-		"proxy.formatMessage", "proxy.forClient", "proxy.stripBytes", "strings.(*Builder)", "bytes.(*Buffer)"}},
-	{"OTR engine (otrcore)", []string{"otrbnc/otrcore."}},
-	{"logging (log/slog)", []string{"log/slog"}},
+		"proxy.formatMessage", "proxy.forClient", "proxy.stripBytes", "strings.(*Builder)", "bytes.(*Buffer)"}, false},
+	{"OTR engine (otrcore)", []string{"otrbnc/otrcore."}, false},
+	{"logging (log/slog)", []string{"log/slog"}, false},
 	{"strings, maps, copies", []string{"strings.", "runtime.memmove", "runtime.concatstring", "runtime.slicebytetostring", "runtime.memequal",
 		"runtime.cmpstring", "indexbyte", "runtime.mapaccess", "runtime.mapassign", "runtime.mapdelete", "internal/runtime/maps", "runtime.mapiter",
 		"unicode/utf8", "internal/bytealg", "runtime.makeBucketArray", "runtime.(*hmap)", "runtime.efaceeq", "runtime.ifaceeq", "runtime.typehash",
-		"runtime.strhash", "runtime.memhash", "aeshash"}},
-	{"proxy logic (otrbnc/proxy, other)", []string{"otrbnc/proxy."}},
+		"runtime.strhash", "runtime.memhash", "aeshash"}, true},
+	{"proxy logic (otrbnc/proxy, other)", []string{"otrbnc/proxy."}, true},
 }
 
 // classifyFrame returns the cost category of a function (the first class
-// with a pattern contained in its name), or "".
-func classifyFrame(fn string) string {
+// with a pattern contained in its name) and whether it is a fallback
+// class, or "".
+func classifyFrame(fn string) (class string, fallback bool) {
 	for _, c := range frameClasses {
 		for _, m := range c.match {
 			if strings.Contains(fn, m) {
-				return c.class
+				return c.class, c.fallback
 			}
 		}
 	}
-	return ""
+	return "", false
+}
+
+// classifyStack returns the category of a sample: its leaf-most frame of
+// a specific class, else its leaf-most frame of a fallback class.
+func classifyStack(frames [][2]string) string {
+	fb := ""
+	for _, f := range frames {
+		class, fallback := classifyFrame(f[1])
+		switch {
+		case class == "":
+		case !fallback:
+			return class
+		case fb == "":
+			fb = class
+		}
+	}
+	return fb
 }
 
 // inclusiveFuncs are functions whose inclusive share (samples with them
@@ -214,12 +236,7 @@ func (s *profileSummary) analyse(out []byte) {
 			kernel++
 		}
 		self[frames[0][1]]++
-		class := ""
-		for _, f := range frames {
-			if class = classifyFrame(f[1]); class != "" {
-				break
-			}
-		}
+		class := classifyStack(frames)
 		if class == "" {
 			if leafKernel && !slices.ContainsFunc(frames, func(f [2]string) bool { return !isKernelIP(f[0]) }) {
 				class = "kernel only (interrupts, no user stack)"
@@ -300,7 +317,7 @@ func (s *profileSummary) report(msgs int) string {
 	if msgs > 0 {
 		fmt.Fprintf(&b, "; %.2f system calls and %.2f context switches per message (perf stat)", float64(s.syscalls)/float64(msgs), float64(s.ctxSwitches)/float64(msgs))
 	}
-	b.WriteString("\n  by category (leaf-most classified frame):")
+	b.WriteString("\n  by category (see classifyStack):")
 	for _, c := range s.categories {
 		fmt.Fprintf(&b, "\n    %5.1f %%  %s", c.pct, c.name)
 	}
