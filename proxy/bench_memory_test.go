@@ -1,0 +1,375 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gopkg.in/irc.v4"
+
+	"otrbnc/proxy/ircdtest"
+)
+
+// ---------------------------------------------------------------------
+// A fake upstream IRC server
+
+// fakeUpstream is the IRC server side of otrbnc's upstream connection,
+// played by the benchmark: it registers otrbnc, then writes whatever lines
+// the benchmark gives it and reads (and drops) everything otrbnc sends.
+type fakeUpstream struct {
+	tb  testing.TB
+	ln  net.Listener
+	nc  net.Conn
+	bw  *bufio.Writer
+	wmu sync.Mutex
+	// linesIn counts lines otrbnc sent after registration.
+	linesIn atomic.Int64
+	pongs   chan string
+}
+
+func newFakeUpstream(tb testing.TB) *fakeUpstream {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return &fakeUpstream{tb: tb, ln: ln, pongs: make(chan string, 16)}
+}
+
+func (f *fakeUpstream) addr() string { return f.ln.Addr().String() }
+
+// accept waits for otrbnc, registers it as nick and starts the reader.
+func (f *fakeUpstream) accept(nick string) {
+	f.tb.Helper()
+	f.ln.(*net.TCPListener).SetDeadline(time.Now().Add(benchWait))
+	nc, err := f.ln.Accept()
+	if err != nil {
+		f.tb.Fatalf("fake upstream: otrbnc did not connect: %v", err)
+	}
+	f.tb.Cleanup(func() { nc.Close() })
+	f.nc = nc
+	f.bw = bufio.NewWriterSize(nc, 64<<10)
+	br := bufio.NewReader(nc)
+	gotNick, gotUser := false, false
+	nc.SetReadDeadline(time.Now().Add(benchWait))
+	for !gotNick || !gotUser {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			f.tb.Fatalf("fake upstream: registration: %v", err)
+		}
+		switch strings.Fields(line)[0] {
+		case "NICK":
+			gotNick = true
+		case "USER":
+			gotUser = true
+		}
+	}
+	nc.SetReadDeadline(time.Time{})
+	f.write(
+		":fake.test 001 "+nick+" :Welcome to the fake network "+nick+"!u@fake.host",
+		":fake.test 005 "+nick+" CASEMAPPING=rfc1459 CHANTYPES=# NICKLEN=30 :are supported by this server",
+		":fake.test 422 "+nick+" :MOTD File is missing",
+	)
+	f.flush()
+	go func() {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			f.linesIn.Add(1)
+			if strings.HasPrefix(line, "PING ") {
+				f.write("PONG fake.test :" + strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(line, "PING "), ":")))
+				f.flush()
+			}
+			if strings.HasPrefix(line, "PONG ") {
+				select {
+				case f.pongs <- lastParam(line):
+				default:
+				}
+			}
+		}
+	}()
+}
+
+// lastParam returns the last parameter of an IRC line.
+func lastParam(line string) string {
+	line = strings.TrimRight(line, "\r\n")
+	if i := strings.Index(line, " :"); i >= 0 {
+		return line[i+2:]
+	}
+	f := strings.Fields(line)
+	return f[len(f)-1]
+}
+
+// write buffers lines (CRLF added).
+func (f *fakeUpstream) write(lines ...string) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.nc.SetWriteDeadline(time.Now().Add(5 * benchWait))
+	for _, l := range lines {
+		f.bw.WriteString(l)
+		f.bw.WriteString("\r\n")
+	}
+}
+
+func (f *fakeUpstream) flush() {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if err := f.bw.Flush(); err != nil {
+		f.tb.Fatalf("fake upstream: write: %v", err)
+	}
+}
+
+// sync sends a PING and waits for its PONG: otrbnc handles upstream lines
+// in order, so everything written before has been processed.
+func (f *fakeUpstream) sync(token string, d time.Duration) {
+	f.tb.Helper()
+	f.write("PING :" + token)
+	f.flush()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case got := <-f.pongs:
+			if got == token {
+				return
+			}
+		case <-timer.C:
+			f.tb.Fatalf("fake upstream: no PONG %s within %v", token, d)
+		}
+	}
+}
+
+// BenchmarkMemoryBound20000Nicks measures otrbnc's peak RSS when 20,000
+// nicks each leave the most partial OTR state they can (issue 11).
+//
+// Setup: otrbnc as its own process with GODEBUG=gctrace=1 (policy manual,
+// pacing off, no client attached), connected to a fake upstream IRC server
+// written in the benchmark, which registers it and then writes, for each
+// nick n00000…n19999:
+//   - one D-H Commit (the same one for every nick, from instance tag
+//     0x7000): otrbnc answers with a D-H Key and keeps the AKE pending;
+//   - from each of the instance tags 0x7000…0x7007 (eight: otrbnc's limit
+//     per nick) and from OTRv2, the first fragment of a message announced as
+//     65,535 pieces, with the largest piece a 512-byte IRC line allows.
+//
+// That is 200,000 lines. A PING after the last one, answered once
+// otrbnc has handled everything before it, ends the feed. Metrics:
+// hwm-MiB (VmHWM) and rss-MiB at the end, KiB-per-nick (RSS growth over
+// the idle process, per nick), heap-last-gc-MB (Go heap live at the last
+// GC, from the GC trace: a client attaches and pings otrbnc to provoke one
+// after the feed, but when the heap goal is gigabytes away the last cycle
+// is one during the feed, so the figure is a lower bound), feed-s (time to
+// handle everything). As a safety net the feed
+// stops when otrbnc's RSS passes OTRBNC_MEMBOUND_MAX_MIB (default 4096):
+// nicks-fed then says how far it got.
+//
+// Run (about 30 s; no external server needed):
+//
+//	go test ./proxy -run '^$' -bench MemoryBound20000Nicks -benchtime 1x -count 3
+func BenchmarkMemoryBound20000Nicks(b *testing.B) {
+	const nicks, tags = 20000, 8
+	maxMiB := 4096
+	if v := envInt(b, "OTRBNC_MEMBOUND_MAX_MIB"); v > 0 {
+		maxMiB = v
+	}
+	bin := buildOtrbnc(b)
+	up := newFakeUpstream(b)
+	o := startOtrbnc(b, bin, otrbncConfig{upstream: up.addr(), nick: "alice", rateBurst: pacingOffBurst, rateInterval: pacingOffInterval,
+		env: []string{"GODEBUG=gctrace=1"}})
+	up.accept("alice")
+	up.sync("registered", benchWait)
+	time.Sleep(time.Second)
+	rss0, _ := o.mem(b)
+
+	commit := dhCommits(b, benchKey(b), 1, "alice", 0x7000)[0]
+	// ":n00000!u@fake.host PRIVMSG alice :" + fragment + CRLF ≤ 512.
+	room := 512 - len(":n00000!u@fake.host PRIVMSG alice :") - 2
+	v3Head := fmt.Sprintf("?OTR|%08x|%08x,%05d,%05d,", 0x7000, 0, 1, 65535)
+	v3Piece := strings.Repeat("A", room-len(v3Head)-1)
+	v2Head := fmt.Sprintf("?OTR,%05d,%05d,", 1, 65535)
+	v2Piece := strings.Repeat("A", room-len(v2Head)-1)
+
+	b.ResetTimer()
+	start := time.Now()
+	fed := 0
+	for i := 0; i < nicks; i++ {
+		prefix := fmt.Sprintf(":n%05d!u@fake.host PRIVMSG alice :", i)
+		up.write(prefix + commit)
+		for t := range tags {
+			up.write(prefix + fmt.Sprintf("?OTR|%08x|%08x,%05d,%05d,", 0x7000+t, 0, 1, 65535) + v3Piece + ",")
+		}
+		up.write(prefix + v2Head + v2Piece + ",")
+		fed++
+		if i%500 == 499 {
+			up.flush()
+			up.sync("n"+strconv.Itoa(i), 5*benchWait)
+			if rss, _ := o.mem(b); rss > maxMiB*1024 {
+				b.Logf("stopping the feed: otrbnc's RSS is %d MiB after %d nicks (limit %d MiB, OTRBNC_MEMBOUND_MAX_MIB)", rss/1024, fed, maxMiB)
+				break
+			}
+		}
+	}
+	up.flush()
+	up.sync("fed", 5*benchWait)
+	feed := time.Since(start)
+	b.StopTimer()
+	rss1, hwm := o.mem(b)
+	client := attachClient(b, o)
+	gc, fresh := nudgeGC(b, o, client, 500000)
+	if !fresh {
+		b.Logf("no GC cycle after 500,000 PINGs (the heap goal is far away): heap-last-gc-MB is from a cycle %v before the feed ended", start.Add(feed).Sub(gc.at).Round(time.Millisecond))
+	}
+
+	b.ReportMetric(float64(fed), "nicks-fed")
+	b.ReportMetric(float64(hwm)/1024, "hwm-MiB")
+	b.ReportMetric(float64(rss1)/1024, "rss-MiB")
+	b.ReportMetric(float64(rss1-rss0)/float64(fed), "KiB-per-nick")
+	b.ReportMetric(float64(gc.live), "heap-last-gc-MB")
+	b.ReportMetric(feed.Seconds(), "feed-s")
+	b.Logf("%d nicks × (1 D-H Commit + %d v3 + 1 v2 first fragments of 65,535, pieces of %d bytes) in %v; otrbnc answered with %d lines; RSS idle %.1f MiB, after %.1f MiB, peak %.1f MiB; Go heap live at the last GC %d MB (goal %d MB); v3 head %q; load average %s",
+		fed, tags, len(v3Piece), feed.Round(time.Millisecond), up.linesIn.Load(), float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024, gc.live, gc.goal, v3Head, loadAvg())
+}
+
+// envInt reads a decimal integer from the environment, 0 when unset.
+func envInt(tb testing.TB, name string) int {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		tb.Fatalf("%s: %v", name, err)
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------
+// RSS per established session
+
+// BenchmarkSessionRSS measures otrbnc's RSS with 1, 20 and 1,000
+// established OTR sessions, and what it gives back once the peers are gone
+// (issue 14, target 3: at most 44 kB per session at 20 sessions, 8 KiB at
+// 1,000).
+//
+// Setup: ngIRCd (relaxed flood control); otrbnc as its own process with
+// GODEBUG=gctrace=1, policy manual, pacing off, one raw client attached;
+// 1,000 in-process otrcore peers p0000…p0999, each on its own ngIRCd
+// connection. Steps, each followed by 3 s of quiet before RSS is read:
+//   - 0 sessions (the client attached, the peers on the server);
+//   - 1, then 20, then 1,000 sessions: the client runs /msg *otr start for
+//     the new peers, waits for every "private conversation … started", then
+//     sends one message to each new peer and waits for the encrypted
+//     acknowledgements (so every session has keys in both directions);
+//   - the peers go away: each ends its session (OTR disconnect TLV) and
+//     quits; once otrbnc has reported every end to the client, the client
+//     pings otrbnc until a GC runs, and RSS is then sampled every second
+//     for OTRBNC_SESSION_GIVEBACK (default 30 s).
+//
+// Metrics: rss-N-MiB for N = 0, 1, 20, 1000; KiB/session@20 =
+// (RSS(20) − RSS(1)) / 19 and KiB/session@1000 = (RSS(1000) − RSS(20)) /
+// 980 (growth per added session, the one-time costs of the first session
+// excluded); KiB/session-from-0@N = (RSS(N) − RSS(0)) / N (included);
+// heap-1000-MB and heap-after-MB (Go heap live after the last GC, MB
+// resolution); rss-after-MiB (RSS at the end of the give-back period).
+//
+// Run (about 1 minute; needs ngircd):
+//
+//	go test ./proxy -run '^$' -bench SessionRSS -benchtime 1x -count 3
+func BenchmarkSessionRSS(b *testing.B) {
+	const peers = 1000
+	giveBack := envDuration(b, "OTRBNC_SESSION_GIVEBACK", 30*time.Second)
+	ircd := ircdtest.Start(b, true)
+	bin := buildOtrbnc(b)
+	o := startOtrbnc(b, bin, otrbncConfig{upstream: ircd.Addr, nick: "alice", rateBurst: pacingOffBurst, rateInterval: pacingOffInterval,
+		env: []string{"GODEBUG=gctrace=1"}})
+	client := attachClient(b, o)
+	client.expect("upstream connected", benchWait, fromService("connected to bench"))
+	key := benchKey(b)
+	ps := make([]*echoPeer, peers)
+	for i := range ps {
+		nick := fmt.Sprintf("p%04d", i)
+		ps[i] = startEchoPeer(b, ircd.Addr, nick, newGoOTR(b, key, 0x5000+uint32(i)))
+		go ps[i].run()
+	}
+	b.Logf("load average before: %s", loadAvg())
+	settle := func() (rss, heap int) {
+		time.Sleep(3 * time.Second)
+		rss, _ = o.mem(b)
+		_, g := o.log.gcCount()
+		return rss, g.live
+	}
+	isAck := func(m *irc.Message) bool {
+		return m.Command == "PRIVMSG" && strings.HasPrefix(m.Trailing(), "ack r s ")
+	}
+	b.ResetTimer()
+	rss, heap := map[int]int{}, map[int]int{}
+	rss[0], heap[0] = settle()
+	done := 0
+	for _, n := range []int{1, 20, peers} {
+		var starts, says []string
+		for _, p := range ps[done:n] {
+			starts = append(starts, "PRIVMSG *otr :start "+p.nick)
+			says = append(says, "PRIVMSG "+p.nick+" :"+rtText("s", n))
+		}
+		client.send(starts...)
+		for range n - done {
+			client.expect("a session started", 5*benchWait, fromService("started (OTRv3"))
+		}
+		client.send(says...)
+		for range n - done {
+			client.expect("an acknowledgement", 5*benchWait, isAck)
+		}
+		done = n
+		rss[n], heap[n] = settle()
+	}
+
+	// The peers go away: OTR disconnect, then QUIT.
+	for _, p := range ps {
+		directSend(p.c, "alice", p.eng.end("alice"))
+		p.c.send("QUIT :bye")
+	}
+	for range peers {
+		client.expect("a session ended by the peer", 5*benchWait, fromService("ended the private conversation"))
+	}
+	goneAt := time.Now()
+	rssGone, _ := o.mem(b)
+	gc, fresh := nudgeGC(b, o, client, 500000)
+	if !fresh {
+		b.Logf("no GC cycle after 500,000 PINGs")
+	}
+	rssMin := rssGone
+	var rssAfter int
+	for time.Since(goneAt) < giveBack {
+		time.Sleep(time.Second)
+		rssAfter, _ = o.mem(b)
+		rssMin = min(rssMin, rssAfter)
+	}
+	b.StopTimer()
+	_, last := o.log.gcCount()
+
+	for _, n := range []int{0, 1, 20, peers} {
+		b.ReportMetric(float64(rss[n])/1024, fmt.Sprintf("rss-%d-MiB", n))
+	}
+	b.ReportMetric(float64(rss[20]-rss[1])/19, "KiB/session@20")
+	b.ReportMetric(float64(rss[peers]-rss[20])/float64(peers-20), "KiB/session@1000")
+	b.ReportMetric(float64(rss[20]-rss[0])/20, "KiB/session-from-0@20")
+	b.ReportMetric(float64(rss[peers]-rss[0])/float64(peers), "KiB/session-from-0@1000")
+	b.ReportMetric(float64(heap[peers]), "heap-1000-MB")
+	b.ReportMetric(float64(last.live), "heap-after-MB")
+	b.ReportMetric(float64(rssAfter)/1024, "rss-after-MiB")
+	b.Logf("RSS (KiB) by sessions: %v; Go heap live (MB, last GC) by sessions: %v; peers gone: RSS %d KiB, first GC after: heap %d MB (goal %d MB); after %v RSS %d KiB (lowest %d KiB), heap %d MB; load average after: %s",
+		rss, heap, rssGone, gc.live, gc.goal, giveBack, rssAfter, rssMin, last.live, loadAvg())
+}
