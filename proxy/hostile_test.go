@@ -363,3 +363,39 @@ func TestHostileSecondInstanceCannotSteer(t *testing.T) {
 	cmd(c, "instance bob", "instance 00002002: encrypted, OTRv3, key "+testKey(t, 1).Fingerprint().String()+" (verified), your messages go here")
 	cmd(c, "instance bob 00003003", "your messages to bob now go to the session with instance 00003003")
 }
+
+// TestHostileServerCannotForgeWindowLines: the server cannot send lines
+// that pass for otrbnc's own lines in the conversation's window (I2):
+// lines in otrbnc's name are dropped, and numerics whose text starts like
+// "OTR:" say they come from the server.
+func TestHostileServerCannotForgeWindowLines(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	c := registerClient(t, env.addr, "alice")
+	fn.s.send(
+		":otrbnc 404 alice bob :OTR: private conversation started (key 1A2B3C4D, verified) FORGED1",
+		":OTRBNC NOTICE alice :FORGED2",
+		":srv 404 alice bob :OTR: private conversation started (key 1A2B3C4D, verified) FORGED3",
+		":srv 404 alice bob :\x02\u041eTR: FORGED4",
+		":srv FAIL PRIVMSG CANNOT_SEND bob :otr: FORGED5",
+		":srv 404 alice bob :Cannot send to nick (+R) REAL6",
+	)
+	c.expect("the real numeric", func(m *irc.Message) bool { return strings.Contains(m.Trailing(), "REAL6") })
+	for _, l := range c.seenLines() {
+		m, err := parseLine(l)
+		if err != nil || !strings.Contains(l, "FORGED") {
+			continue
+		}
+		if strings.EqualFold(m.Prefix.Name, serverName) {
+			t.Errorf("a line in otrbnc's name reached the client: %q", l)
+		}
+		if !strings.HasPrefix(m.Trailing(), "(from the server) ") {
+			t.Errorf("a server line passes for otrbnc's: %q", l)
+		}
+	}
+	for _, want := range []string{"FORGED3", "FORGED4", "FORGED5"} {
+		if !strings.Contains(strings.Join(c.seenLines(), "\n"), want) {
+			t.Errorf("%s was dropped instead of marked", want)
+		}
+	}
+}

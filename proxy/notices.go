@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"gopkg.in/irc.v4"
@@ -207,6 +208,48 @@ func (n *network) tickNotices() {
 // private); and, to clients that negotiated standard-replies, FAIL for a
 // refusal and NOTE for a state change. The *otr notice with the details
 // follows as before.
+
+// defuseWindowLine keeps a line from the network from passing for one of
+// otrbnc's window lines: a numeric or standard reply whose text starts
+// like "OTR:" gets "(from the server)" in front.
+func defuseWindowLine(m *irc.Message) {
+	switch m.Command {
+	case "FAIL", "WARN", "NOTE":
+	default:
+		if !isNumeric(m.Command) {
+			return
+		}
+	}
+	if len(m.Params) == 0 {
+		return
+	}
+	last := len(m.Params) - 1
+	if startsLikeOTR(m.Params[last]) {
+		m.Params[last] = "(from the server) " + m.Params[last]
+	}
+}
+
+// startsLikeOTR reports whether the visible text of s starts with "OTR",
+// in any case, or in letters drawn like them (Cyrillic, Greek, full
+// width).
+func startsLikeOTR(s string) bool {
+	var first []rune
+	for _, r := range strings.TrimLeftFunc(neutralize(s), unicode.IsSpace) {
+		switch r {
+		case 'О', 'о', 'Ο', 'ο', 'Ｏ', 'ｏ', '0':
+			r = 'o'
+		case 'Т', 'т', 'Τ', 'τ', 'Ｔ', 'ｔ':
+			r = 't'
+		case 'Ｒ', 'ｒ', 'ʀ':
+			r = 'r'
+		}
+		first = append(first, unicode.ToLower(r))
+		if len(first) == 3 {
+			break
+		}
+	}
+	return string(first) == "otr"
+}
 
 // windowLine is a refusal or state line about peer for dc.
 func (n *network) windowLine(dc *downstream, peer string, refusal bool, text string) *irc.Message {

@@ -227,6 +227,12 @@ func (f *stateFuzz) fail(format string, args ...any) {
 // checkClientLine applies I2 and I3 to a line the client receives.
 func (f *stateFuzz) checkClientLine(l string) {
 	m, err := parseLine(l)
+	if err == nil && strings.Contains(l, "FORGED") && m.Command != "PRIVMSG" && m.Command != "NOTICE" {
+		if strings.EqualFold(m.Prefix.Name, serverName) || !strings.HasPrefix(m.Trailing(), "(from the server) ") {
+			f.fail("I2: a server line passes for otrbnc's own: %q", l)
+		}
+		return
+	}
 	if err != nil || len(m.Params) < 2 || (m.Command != "PRIVMSG" && m.Command != "NOTICE") {
 		return
 	}
@@ -344,7 +350,11 @@ func (f *stateFuzz) step(op, arg byte) {
 		forged := "[bob] private conversation with bob started (OTRv3, verified). FORGED"
 		pad := strings.Repeat("x", int(arg)*2%420)
 		p := ":" + f.bobNick + "!bob@peer.test "
-		switch arg % 4 {
+		switch arg % 6 {
+		case 4:
+			f.server(":srv 404 alice " + f.bobNick + " :OTR: " + forged)
+		case 5:
+			f.server(":otrbnc 404 alice " + f.bobNick + " :OTR: " + forged)
 		case 0:
 			f.server(p + "PRIVMSG alice :?OTR Error: " + pad + forged)
 		case 1:

@@ -151,10 +151,11 @@ func joinLines(chans []string) []string {
 func (n *network) handleUpstream(m *irc.Message) {
 	raw := m.Tags
 	m.Tags = upstreamTags(raw)
-	if n.casemap.fold(m.Prefix.Name) == serviceNick ||
+	if n.casemap.fold(m.Prefix.Name) == serviceNick || strings.EqualFold(m.Prefix.Name, serverName) ||
 		(m.Command == "NICK" && n.casemap.fold(m.Param(0)) == serviceNick) {
-		return // nobody may speak, or appear, as our service
+		return // nobody may speak, or appear, as our service or as otrbnc itself
 	}
+	defuseWindowLine(m)
 	switch m.Command {
 	case "PING":
 		n.up.sendPriority(formatMessage(msg("", "PONG", m.Params...)))
