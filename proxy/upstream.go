@@ -351,6 +351,11 @@ func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 func (n *network) clearFromPeer(m *irc.Message, cmd string, isCTCP bool) {
 	src := m.Prefix.Name
 	if !n.guarded(src) {
+		if m.Command == "NOTICE" && !isCTCP && startsLikeOTR(m.Params[1]) {
+			// WeeChat with irc.msgbuffer.404 = private draws otrbnc's
+			// window lines and bob's notices alike ("-- bob: …").
+			m.Params[1] = "· " + m.Params[1]
+		}
 		n.toClients(m)
 		return
 	}
