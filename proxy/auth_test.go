@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,42 @@ func TestTLSListener(t *testing.T) {
 	c := newTestConn(t, nc, true)
 	c.send("PASS :"+testPassword, "NICK x", "USER x 0 * :x")
 	c.expect("001 over TLS", isCmd("001"))
+}
+
+// TestPreLoginConnectionsCapped: at most maxUnauthenticated connections
+// may be logging in at once; the next one is told why and closed, and a
+// client can log in again once one of them is gone (defect 4 of the
+// hostile-load issue).
+func TestPreLoginConnectionsCapped(t *testing.T) {
+	t.Parallel()
+	env := startLonelyProxy(t)
+	var idle []*testConn
+	for range maxUnauthenticated {
+		idle = append(idle, dialTest(t, env.addr))
+	}
+	// Each has been accepted and counted once it answers a PING.
+	for i, c := range idle {
+		c.send("PING :x" + strconv.Itoa(i))
+		c.expect("PONG", isCmd("PONG"))
+	}
+	extra := dialTest(t, env.addr)
+	m := extra.expect("refusal", isCmd("ERROR"))
+	if !strings.Contains(m.Trailing(), "too many connections are logging in") {
+		t.Errorf("refusal says %q", m.Trailing())
+	}
+	extra.expectClosed()
+	idle[0].nc.Close()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		c := dialTest(t, env.addr)
+		c.send("PASS :"+testPassword, "NICK late", "USER late 0 * :late")
+		m := c.expect("welcome or refusal", func(m *irc.Message) bool { return m.Command == "001" || m.Command == "ERROR" })
+		if m.Command == "001" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no login possible after a pending connection left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
