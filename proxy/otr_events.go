@@ -147,6 +147,11 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 	case otrcore.EventSMPCheated:
 		n.stateToClients(nick, "identity verification FAILED", fmt.Sprintf("identity verification aborted: %s sent an invalid message (%v)", nick, ev.Err)+n.trustKept(ev.Fingerprint))
 	case otrcore.EventQueryReceived:
+		if p.policy == otrcore.PolicyNever {
+			n.tellClientsAboutPeerEvent(p, noticeQuery, fmt.Sprintf("%s asks for a private conversation, but your policy for %s is never", nick, nick),
+				fmt.Sprintf("%s asks for a private conversation, but your policy for %s is never (%s), so nothing was answered. To talk privately: /msg *otr policy %s manual, then /msg *otr start %s", nick, nick, p.source, nick, nick))
+			return
+		}
 		n.tellClientsAboutPeerEvent(p, noticeQuery, fmt.Sprintf("%s asks for a private conversation: /msg *otr start %s", nick, nick),
 			fmt.Sprintf("%s asks for a private conversation; your policy (%s) does not start one by itself: /msg *otr start %s", nick, p.policy, nick))
 	}

@@ -83,3 +83,24 @@ func TestRefusalInTheWindow(t *testing.T) {
 		return m.Command == "FAIL" && m.Param(0) == "PRIVMSG" && m.Param(2) == "bob" && strings.Contains(m.Trailing(), "NOT sent")
 	})
 }
+
+// TestPolicyNeverTellsAboutQueries: under policy never, a peer's request
+// for OTR is neither shown raw nor answered, and the user is told how to
+// accept it (defect 8 of the security issue).
+func TestPolicyNeverTellsAboutQueries(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	c := registerClient(t, env.addr, "alice")
+	cmd(c, "policy dave never", "policy is now never")
+	fn.s.send(":dave!d@h PRIVMSG alice :?OTRv23? dave would like to talk privately")
+	c.expect("told", serviceSays("dave asks for a private conversation, but your policy for dave is never"))
+	fn.sync(c)
+	for _, l := range c.seenLines() {
+		if strings.Contains(l, "?OTR") {
+			t.Errorf("the query reached the client: %q", l)
+		}
+	}
+	for _, m := range fn.sentTo("dave") {
+		t.Errorf("otrbnc answered under policy never: %q", m)
+	}
+}
