@@ -104,3 +104,22 @@ func TestPolicyNeverTellsAboutQueries(t *testing.T) {
 		t.Errorf("otrbnc answered under policy never: %q", m)
 	}
 }
+
+// TestPolicyNeverDuringSession: switching the policy to never during a
+// session neither drops what the peer sends nor sends the user's messages
+// in clear; the session runs until it is ended (defect 7 of the security
+// issue).
+func TestPolicyNeverDuringSession(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	c := registerClient(t, env.addr, "alice")
+	bob.secure(c)
+	cmd(c, "policy bob never", "policy is now never")
+	bob.say("still encrypted")
+	c.expect("decrypted", privmsgFrom("bob", "still encrypted"))
+	c.send("PRIVMSG bob :SECRET-never-1")
+	bob.expectText("SECRET-never-1")
+	fn.sync(c)
+	assertNotInClear(t, fn, "SECRET-never")
+}
