@@ -90,7 +90,21 @@ func TestNoticeFloodCollapsed(t *testing.T) {
 		t.Errorf("%d notices about mallory, want 1: %q", count, serviceTexts(c))
 	}
 	clock.advance(2 * time.Minute)
-	c.expect("summary", serviceSays("[mallory] 399 more malformed or unreadable OTR messages from mallory ignored in the last minute"))
+	c.expect("summary", serviceSays("399 more notices about 1 nick you are not talking to ignored in the last minute: 399 malformed or unreadable OTR messages"))
+
+	// Many nicks make one summary line, not one each.
+	lines = lines[:0]
+	for i := range 300 {
+		lines = append(lines, fmt.Sprintf(":m%d!m@h PRIVMSG alice :?OTR:AAMD!.", i), fmt.Sprintf(":m%d!m@h PRIVMSG alice :?OTR:AAMD!!.", i))
+	}
+	fn.s.send(lines...)
+	fn.sync(c)
+	clock.advance(2 * time.Minute)
+	c.expect("one summary", serviceSays("more notices about 300 nicks you are not talking to ignored in the last minute"))
+	fn.sync(c)
+	if got := len(serviceTexts(c)); got > 40 {
+		t.Errorf("%d *otr lines for 300 nicks", got)
+	}
 }
 
 // TestPeerMemoryBounded: hundreds of nicks each leaving the largest
@@ -143,4 +157,39 @@ func TestPeerMemoryBounded(t *testing.T) {
 	}
 	c.send("PRIVMSG bob :after the expiry")
 	bob.expectText("after the expiry")
+}
+
+// TestStrangerSessionsGiveWay: sessions that strangers (nicks the user
+// never addressed) set up count against the memory budget and give way,
+// idle ones first, when it runs out; the user's own conversations do not.
+// Otherwise nicks holding sessions would fill the budget for good and no
+// newcomer could start one.
+func TestStrangerSessionsGiveWay(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	c := registerClient(t, env.addr, "alice")
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	bob.secure(c)
+	c.send("PRIVMSG bob :hello")
+	bob.expectText("hello")
+	for i, nick := range []string{"s1", "s2", "s3"} {
+		s := fn.addPeer(nick, testKey(t, 2), 0x3000+uint32(i))
+		s.secure(c)
+	}
+	env.inNetwork(func(n *network) {
+		// Room for bob's conversation only: the next account sheds.
+		n.mem.limit = n.otr.peers["bob"].mem*10/9 + 1024
+		n.accountPeer(n.otr.peers["bob"])
+		if n.otr.peers["bob"] == nil {
+			t.Errorf("the user's conversation was dropped")
+		}
+		if len(n.otr.peers) != 1 {
+			t.Errorf("%d conversations left, want bob's only", len(n.otr.peers))
+		}
+		if n.mem.total > n.mem.limit {
+			t.Errorf("%d bytes held, over %d", n.mem.total, n.mem.limit)
+		}
+	})
+	c.send("PRIVMSG bob :still here")
+	bob.expectText("still here")
 }

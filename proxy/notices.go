@@ -131,12 +131,19 @@ const (
 
 // noticeLimiter counts peer-caused notices within the current window.
 type noticeLimiter struct {
-	start     time.Time
-	shown     map[string]bool // peer and kind shown once this window
-	hidden    map[string]int  // peer and kind → notices not shown
-	nicks     map[string]string
-	strangers int // stranger notices shown this window
-	overflow  int // notices not shown because the counters were full
+	start time.Time
+	shown map[string]bool // peer and kind shown once this window
+	// hidden counts the notices not shown about peers the user talks to,
+	// by peer and kind; nicks names them.
+	hidden map[string]int
+	nicks  map[string]string
+	// strangers counts the notices shown this window about peers the user
+	// is not talking to; strangerHidden the ones not shown, by kind, and
+	// strangerNicks how many nicks they were about (up to
+	// maxNoticeCounters).
+	strangers      int
+	strangerHidden map[noticeKind]int
+	strangerNicks  map[string]bool
 }
 
 // tellClientsAboutPeerEvent shows a notice about p that p can cause at
@@ -150,7 +157,7 @@ func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, short, 
 	}
 	key := p.key + "\x00" + string(kind)
 	engaged := p.engaged(now)
-	if !l.shown[key] && (engaged || l.strangers < strangerNotices) {
+	if !l.shown[key] && (engaged || l.strangers < strangerNotices) && len(l.shown) < maxNoticeCounters {
 		l.shown[key] = true
 		if !engaged {
 			l.strangers++
@@ -162,16 +169,20 @@ func (n *network) tellClientsAboutPeerEvent(p *otrPeer, kind noticeKind, short, 
 		}
 		return
 	}
-	if _, ok := l.hidden[key]; !ok && len(l.hidden) >= maxNoticeCounters {
-		l.overflow++
+	if engaged && len(l.hidden) < maxNoticeCounters {
+		l.hidden[key]++
+		l.nicks[key] = p.nick
 		return
 	}
-	l.hidden[key]++
-	l.nicks[key] = p.nick
+	l.strangerHidden[kind]++
+	if len(l.strangerNicks) < maxNoticeCounters {
+		l.strangerNicks[p.key] = true
+	}
 }
 
 // summarizeNotices ends the current window: what was not shown is summed
-// up, one line per peer and kind.
+// up, one line per peer the user talks to and kind, and one line for all
+// the others.
 func (n *network) summarizeNotices(now time.Time) {
 	l := &n.notices
 	keys := make([]string, 0, len(l.hidden))
@@ -184,15 +195,31 @@ func (n *network) summarizeNotices(now time.Time) {
 		nick := l.nicks[k]
 		n.tellClientsAbout(nick, fmt.Sprintf("%d more %s from %s ignored in the last minute", l.hidden[k], kind, nick))
 	}
-	if l.overflow > 0 {
-		n.tellClients(fmt.Sprintf("%d more notices about other nicks ignored in the last minute", l.overflow))
+	if len(l.strangerHidden) > 0 {
+		total := 0
+		var parts []string
+		kinds := make([]noticeKind, 0, len(l.strangerHidden))
+		for k := range l.strangerHidden {
+			kinds = append(kinds, k)
+		}
+		slices.Sort(kinds)
+		for _, k := range kinds {
+			total += l.strangerHidden[k]
+			parts = append(parts, fmt.Sprintf("%d %s", l.strangerHidden[k], k))
+		}
+		nicks := fmt.Sprintf("%d %s", len(l.strangerNicks), plural("nick", "nicks", len(l.strangerNicks)))
+		if len(l.strangerNicks) >= maxNoticeCounters {
+			nicks = "over " + nicks
+		}
+		n.tellClients(fmt.Sprintf("%d more %s about %s you are not talking to ignored in the last minute: %s", total, plural("notice", "notices", total), nicks, strings.Join(parts, ", ")))
 	}
-	*l = noticeLimiter{start: now, shown: map[string]bool{}, hidden: map[string]int{}, nicks: map[string]string{}}
+	*l = noticeLimiter{start: now, shown: map[string]bool{}, hidden: map[string]int{}, nicks: map[string]string{},
+		strangerHidden: map[noticeKind]int{}, strangerNicks: map[string]bool{}}
 }
 
 // tickNotices closes the window once it is over.
 func (n *network) tickNotices() {
-	if l := &n.notices; l.shown != nil && n.now().Sub(l.start) >= noticeWindow && (len(l.hidden) > 0 || l.overflow > 0) {
+	if l := &n.notices; l.shown != nil && n.now().Sub(l.start) >= noticeWindow && (len(l.hidden) > 0 || len(l.strangerHidden) > 0) {
 		n.summarizeNotices(n.now())
 	}
 }

@@ -7,15 +7,17 @@ import (
 
 // Memory that other nicks can fill. Every nick that sends a private
 // message gets a conversation, and every conversation can be made to hold
-// partial fragmented messages, key exchanges under way and instances
-// (otrcore.Conversation.MemoryUse). A network keeps the sum under
+// partial fragmented messages, key exchanges under way, instances and
+// sessions (otrcore.Conversation.MemoryUse). A network keeps the sum under
 // peer_memory_mb: when a message pushes it over, the conversations of
-// peers the user is not talking to shed what they hold without a session
-// (Conversation.Shed), then the idle ones are forgotten, oldest activity
-// first, until the sum is back under the budget. A running session, queued
-// messages and peers the user addressed (engaged) are never touched.
-// Conversations that hold nothing worth keeping are also forgotten after
-// peerIdle without traffic, and there are at most maxPeers of them.
+// strangers (peers the user never addressed) shed what they hold without
+// a session (Conversation.Shed), then the ones idle longest are forgotten,
+// sessions included, until the sum is back under the budget. Peers the
+// user ever addressed, verified keys and queued messages are never
+// touched, so strangers cannot crowd out the user's conversations, nor,
+// by holding sessions, every newcomer's. A stranger's conversation is
+// also forgotten after peerIdle without traffic, and there are at most
+// maxPeers conversations.
 
 const (
 	// maxPeers bounds the conversations kept per network.
@@ -30,8 +32,9 @@ const (
 
 // peerMemory is a network's account of the memory its conversations hold.
 type peerMemory struct {
-	total int // sum of otrPeer.mem
-	limit int
+	total  int // sum of otrPeer.mem
+	limit  int
+	warned time.Time // when the last over-budget warning was logged
 }
 
 // accountPeer updates the network's memory account after an engine call
@@ -48,8 +51,10 @@ func (n *network) accountPeer(p *otrPeer) {
 	}
 }
 
-// forgetPeer removes p from the network.
+// forgetPeer removes p from the network; a session it held is wiped
+// without telling the peer (it learns at its next message).
 func (n *network) forgetPeer(p *otrPeer) {
+	p.conv.End(n.now()) // wipes the session keys; nothing is sent
 	delete(n.otr.peers, p.key)
 	n.mem.total -= p.mem
 	p.mem = 0
@@ -63,10 +68,15 @@ func (p *otrPeer) lastActive() time.Time {
 	return p.created
 }
 
-// sheddable reports whether p holds nothing the user needs: no session,
-// no queued message, not engaged.
+// sheddable reports whether p is a stranger whose state otrbnc may drop:
+// the user never addressed it, nothing is queued for it, and its key, if
+// any, is not verified.
 func (n *network) sheddable(p *otrPeer, now time.Time) bool {
-	return !p.sessionGuarded() && !p.engaged(now)
+	if p.addressed || p.engaged(now) {
+		return false
+	}
+	st := p.conv.Status()
+	return st.Held == 0 && !(st.HasFingerprint && st.Trusted)
 }
 
 // shedPeers brings the memory account down to target: first the
@@ -96,8 +106,9 @@ func (n *network) shedPeers(target int) {
 		}
 		n.forgetPeer(p)
 	}
-	if n.mem.total > target {
-		n.logger.Warn("peer memory over budget: what remains belongs to running sessions, queued messages or peers you talk to",
+	if now := n.now(); n.mem.total > target && now.Sub(n.mem.warned) >= time.Minute {
+		n.mem.warned = now
+		n.logger.Warn("peer memory over budget: what remains belongs to peers you talked to, verified keys or queued messages",
 			"bytes", n.mem.total, "budget", n.mem.limit)
 	}
 }

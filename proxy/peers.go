@@ -39,6 +39,9 @@ type otrPeer struct {
 	// a command about it) plus engagement: until then, replies to the peer
 	// travel with the user's own traffic.
 	engagedUntil time.Time
+	// addressed says the user addressed this peer at least once: its
+	// conversation is never dropped to make room (peermem.go).
+	addressed bool
 	// replies limits protocol replies to the peer while not engaged.
 	replies replyBudget
 	// created is when otrbnc created the conversation.
@@ -63,7 +66,10 @@ type otrPeer struct {
 const engagement = 30 * time.Minute
 
 // engage records that the user addressed p.
-func (p *otrPeer) engage(now time.Time) { p.engagedUntil = now.Add(engagement) }
+func (p *otrPeer) engage(now time.Time) {
+	p.engagedUntil = now.Add(engagement)
+	p.addressed = true
+}
 
 // engaged reports whether the user addressed p recently.
 func (p *otrPeer) engaged(now time.Time) bool { return now.Before(p.engagedUntil) }
