@@ -350,6 +350,17 @@ func (l *procLog) gcCount() (int, gcTrace) {
 	return len(l.gcs), l.gcs[len(l.gcs)-1]
 }
 
+// maxLive returns the largest live heap (MB) of the GC cycles traced so
+// far, and how many there were.
+func (l *procLog) maxLive() (mb, cycles int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, g := range l.gcs {
+		mb = max(mb, g.live)
+	}
+	return mb, len(l.gcs)
+}
+
 // ---------------------------------------------------------------------
 // /proc and the kernel's CPU clocks
 
