@@ -112,7 +112,7 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	attackKey := benchKey(b)
 	commits := dhCommits(b, attackKey, 50, "alice", 0x20000)
-	go readClient(client, chats)
+	go readClient(client, chats, nil)
 	b.Logf("soak for %v (warm-up %v); load average before: %s", dur, warm, loadAvg())
 
 	b.ResetTimer()
