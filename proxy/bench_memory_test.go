@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/irc.v4"
 
+	"otrbnc/otrcore"
 	"otrbnc/proxy/ircdtest"
 )
 
@@ -34,6 +35,9 @@ type fakeUpstream struct {
 	// linesIn counts lines otrbnc sent after registration.
 	linesIn atomic.Int64
 	pongs   chan string
+	// onLine, when set before accept, sees every line otrbnc sends after
+	// registration (CRLF removed), on the reader goroutine.
+	onLine func(line string)
 }
 
 func newFakeUpstream(tb testing.TB) *fakeUpstream {
@@ -88,6 +92,9 @@ func (f *fakeUpstream) accept(nick string) {
 				return
 			}
 			f.linesIn.Add(1)
+			if f.onLine != nil {
+				f.onLine(strings.TrimRight(line, "\r\n"))
+			}
 			if strings.HasPrefix(line, "PING ") {
 				f.write("PONG fake.test :" + strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(line, "PING "), ":")))
 				f.flush()
@@ -170,11 +177,14 @@ func (f *fakeUpstream) sync(token string, d time.Duration) {
 //   - shape=first-pieces: 20,000 nicks, one piece per message (200,000
 //     lines). Before reassembly grew with the data this made otrbnc
 //     reserve 64 KiB per message (the baseline in docs/performance.md).
-//   - shape=full-messages: OTRBNC_MEMBOUND_FULL_NICKS nicks (default
-//     2,000), as many pieces per message as stay under otrcore's 64 KiB
-//     reassembly cap (149 for v3, 143 for v2), interleaved across the nine
-//     messages: the most a nick can make otrbnc hold in partial messages,
-//     576 KiB, about 2.4 million lines in all.
+//   - shape=full-messages: 20,000 nicks, as many pieces per message as
+//     stay under otrcore's 64 KiB reassembly cap (149 for v3, 143 for v2),
+//     interleaved across the nine messages: the most a nick can make
+//     otrbnc hold in partial messages, 576 KiB; 26.7 million lines.
+//
+// OTRBNC_MEMBOUND_NICKS and OTRBNC_MEMBOUND_FULL_NICKS change the number of
+// nicks of each shape (20,000 is otrbnc's limit of conversations per
+// network; beyond it the oldest idle one is forgotten).
 //
 // A PING after the last line, answered once otrbnc has handled everything
 // before it, ends the feed. Metrics: hwm-MiB (VmHWM) and rss-MiB at the
@@ -186,11 +196,12 @@ func (f *fakeUpstream) sync(token string, d time.Duration) {
 // checks made every 100,000 lines; it also fails when the final VmHWM
 // does.
 //
-// Run (about 2 minutes; no external server needed):
+// Run (about 7 minutes, most of it the full messages; no external server
+// needed):
 //
 //	go test ./proxy -run '^$' -bench MemoryBound20000Nicks -benchtime 1x -count 3
 func BenchmarkMemoryBound20000Nicks(b *testing.B) {
-	fullNicks := 2000
+	fullNicks := 20000
 	if v := envInt(b, "OTRBNC_MEMBOUND_FULL_NICKS"); v > 0 {
 		fullNicks = v
 	}
@@ -218,10 +229,12 @@ func BenchmarkMemoryBound20000Nicks(b *testing.B) {
 // BenchmarkMemoryBound20000Nicks, with the default peer_memory_mb of 32
 // MiB. The budget bounds what the conversations hold by otrcore's
 // estimate (MemoryUse plus the proxy's per-peer overhead); what it does
-// not count (the peer map, strings, the send queue, garbage) and the Go
+// not count (the peer map, the proxy's per-peer state beyond its
+// estimate, the send queue, garbage not yet collected) and the Go
 // runtime's heap goal (twice the live heap with GOGC=100) come on top.
-// Measured: a peak of 82–90 MiB for 20,000 nicks; see docs/performance.md.
-const memBoundMiB = 128
+// Measured: a live heap of at most 59 MB and a peak RSS of 88–121 MiB;
+// see docs/performance.md. 160 MiB is five times the budget.
+const memBoundMiB = 160
 
 // reassemblyCap is otrcore's limit on a message being reassembled
 // (maxReassembled in otrcore/fragment.go).
@@ -307,6 +320,147 @@ func memoryBound(b *testing.B, bin, commit string, nicks int, fill bool) {
 	b.ReportMetric(feed.Seconds(), "feed-s")
 	b.Logf("%d nicks × (1 D-H Commit + %d v3 messages × %d pieces of %d bytes + 1 v2 message × %d pieces of %d bytes, of 65,535 announced), %d lines in %v; otrbnc answered with %d lines; RSS idle %.1f MiB, after %.1f MiB, peak %.1f MiB (bound %d MiB); Go heap live at the last GC %d MB (goal %d MB), at most %d MB over %d GC cycles; load average %s",
 		fed, tags, v3Pieces, len(v3Piece), v2Pieces, len(v2Piece), lines, feed.Round(time.Millisecond), up.linesIn.Load(), float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024, memBoundMiB, gc.live, gc.goal, maxLive, gcs, loadAvg())
+}
+
+// BenchmarkMemoryStrangerSessions measures what nicks the user never
+// addressed can make otrbnc hold with complete OTR sessions instead of
+// partial state: peer_memory_mb sheds and expires only conversations
+// without a session (proxy/peermem.go), so these are never given back.
+//
+// Setup: otrbnc as its own process (policy manual, pacing off, no client
+// attached, GODEBUG=gctrace=1), connected to the fake upstream of
+// BenchmarkMemoryBound20000Nicks, which also plays the attacker: for each
+// nick s00000…, three otrcore engines with instance tags 0x7100…0x7102
+// (one DSA key for all) send D-H Commits; the benchmark answers otrbnc's D-H
+// Keys with Reveal Signatures, and otrbnc's Signatures complete the
+// sessions (three per nick: six replies, the reply budget of a nick the
+// user is not talking to). Nicks are fed in blocks of 100, each block
+// waiting (up to 60 s) for its sessions. OTRBNC_STRANGER_NICKS sets the
+// number of nicks (default 2,000: 6,000 sessions).
+//
+// Metrics: sessions (established, as the attacker's engines see it),
+// hwm-MiB, rss-MiB, KiB-per-session (RSS growth over the idle process per
+// session), heap-last-gc-MB, feed-s. It reports, and does not fail: the
+// figures say whether the bound of BenchmarkMemoryBound20000Nicks also
+// holds for sessions.
+//
+// Run (about a minute per 2,000 nicks):
+//
+//	go test ./proxy -run '^$' -bench MemoryStrangerSessions -benchtime 1x
+func BenchmarkMemoryStrangerSessions(b *testing.B) {
+	const perNick, block = 3, 100
+	nicks := 2000
+	if v := envInt(b, "OTRBNC_STRANGER_NICKS"); v > 0 {
+		nicks = v
+	}
+	bin := buildOtrbnc(b)
+	key := benchKey(b)
+	up := newFakeUpstream(b)
+	o := startOtrbnc(b, bin, otrbncConfig{upstream: up.addr(), nick: "alice", rateBurst: pacingOffBurst, rateInterval: pacingOffInterval,
+		env: []string{"GODEBUG=gctrace=1"}})
+
+	// The attacker's engines, by nick; touched only by the upstream's
+	// reader goroutine once created.
+	var (
+		mu       sync.Mutex
+		engines  = map[string][]*otrcore.Conversation{}
+		secure   atomic.Int64
+		feedErrs atomic.Int64
+	)
+	up.onLine = func(line string) {
+		// "PRIVMSG sNNNNN :?OTR…"
+		f := strings.SplitN(line, " ", 3)
+		if len(f) < 3 || f[0] != "PRIVMSG" {
+			return
+		}
+		nick, text := f[1], strings.TrimPrefix(f[2], ":")
+		mu.Lock()
+		convs := engines[nick]
+		mu.Unlock()
+		for _, c := range convs {
+			res, _ := c.Receive(time.Now(), text)
+			for _, ev := range res.Events {
+				if ev.Kind == otrcore.EventGoneSecure {
+					secure.Add(1)
+				}
+			}
+			var out []string
+			for _, l := range flatLines(res) {
+				out = append(out, ":"+nick+"!u@fake.host PRIVMSG alice :"+l)
+			}
+			if len(out) > 0 {
+				up.write(out...)
+				up.flushErr(&feedErrs)
+			}
+		}
+	}
+	up.accept("alice")
+	up.sync("registered", benchWait)
+	time.Sleep(time.Second)
+	rss0, _ := o.mem(b)
+
+	b.ResetTimer()
+	start := time.Now()
+	fed := 0
+	for i := 0; i < nicks; i += block {
+		var commits []string
+		for j := i; j < min(i+block, nicks); j++ {
+			nick := fmt.Sprintf("s%05d", j)
+			var convs []*otrcore.Conversation
+			for t := range perNick {
+				c := otrcore.NewConversation(&otrcore.Account{Key: key, InstanceTag: 0x7100 + uint32(t)}, "alice",
+					otrcore.Options{Policy: otrcore.PolicyManual, MaxMessageSize: 400})
+				res, err := c.Receive(time.Now(), "?OTRv3?")
+				lines := flatLines(res)
+				if err != nil || len(lines) != 1 {
+					b.Fatalf("engine %s/%d answered the query with %q (%v)", nick, t, lines, err)
+				}
+				commits = append(commits, ":"+nick+"!u@fake.host PRIVMSG alice :"+lines[0])
+				convs = append(convs, c)
+			}
+			mu.Lock()
+			engines[nick] = convs
+			mu.Unlock()
+			fed++
+		}
+		up.write(commits...)
+		up.flush()
+		want := int64(fed * perNick)
+		for deadline := time.Now().Add(benchWait); secure.Load() < want && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := secure.Load(); got < want {
+			b.Fatalf("%d of %d sessions established after %d nicks", got, want, fed)
+		}
+	}
+	feed := time.Since(start)
+	b.StopTimer()
+	if n := feedErrs.Load(); n > 0 {
+		b.Fatalf("%d writes to otrbnc failed", n)
+	}
+	time.Sleep(3 * time.Second)
+	rss1, hwm := o.mem(b)
+	client := attachClient(b, o)
+	gc, _ := nudgeGC(b, o, client, 500000)
+	n := secure.Load()
+	b.ReportMetric(float64(n), "sessions")
+	b.ReportMetric(float64(hwm)/1024, "hwm-MiB")
+	b.ReportMetric(float64(rss1)/1024, "rss-MiB")
+	b.ReportMetric(float64(rss1-rss0)/float64(n), "KiB-per-session")
+	b.ReportMetric(float64(gc.live), "heap-last-gc-MB")
+	b.ReportMetric(feed.Seconds(), "feed-s")
+	b.Logf("%d nicks the user never addressed, %d sessions in %v; RSS idle %.1f MiB, after %.1f MiB, peak %.1f MiB (the bound for partial state is %d MiB); Go heap live %d MB; load average %s",
+		fed, n, feed.Round(time.Millisecond), float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024, memBoundMiB, gc.live, loadAvg())
+}
+
+// flushErr flushes, counting a failure in errs instead of failing: for
+// goroutines other than the benchmark's.
+func (f *fakeUpstream) flushErr(errs *atomic.Int64) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if err := f.bw.Flush(); err != nil {
+		errs.Add(1)
+	}
 }
 
 // envInt reads a decimal integer from the environment, 0 when unset.
