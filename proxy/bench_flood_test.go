@@ -493,6 +493,11 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 			b.ReportMetric(ms(percentile(flood, 0.99)-percentile(quiet, 0.99)), "added-p99-ms")
 			b.ReportMetric(ms(percentile(floodRTT, 0.99)), "rtt-flood-p99-ms")
 			b.ReportMetric(float64(missing), "undelivered")
+			var perMsg []string
+			for _, d := range flood {
+				perMsg = append(perMsg, d.Round(time.Millisecond).String())
+			}
+			b.Logf("pacing %s: latency of each message sent during the flood, the first sent with its start: %s", pacing, strings.Join(perMsg, " "))
 			b.ReportMetric(float64(sentToAttacker), "attacker-lines")
 			b.ReportMetric(float64(duringFlood), "attacker-lines-flood")
 			b.ReportMetric(float64(notices), "otr-notices")

@@ -86,7 +86,8 @@ func hostileLines(commits []string, seq *atomic.Int64, n int) []string {
 // second half, to the end), heap-warm-MB,
 // heap-end-MB, legit-msgs, hostile-lines, hostile-nicks, replies-to-hostile
 // (lines otrbnc sent the hostile nicks), otr-notices (lines from *otr the
-// client got).
+// client got), otr-summaries (those of them that sum up notices held back
+// in a minute).
 //
 // Run (30 s plus about 20 s of setup; needs ngircd and libotr5-dev):
 //
@@ -112,7 +113,8 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	attackKey := benchKey(b)
 	commits := dhCommits(b, attackKey, 50, "alice", 0x20000)
-	go readClient(client, chats, nil)
+	svc := &serviceLog{}
+	go readClient(client, chats, svc)
 	b.Logf("soak for %v (warm-up %v); load average before: %s", dur, warm, loadAvg())
 
 	b.ResetTimer()
@@ -237,6 +239,8 @@ func BenchmarkSoak(b *testing.B) {
 		}
 		return rssSlope(pts, func(s sample) (time.Duration, int) { return s.at, s.rss })
 	}
+	_, summaries, _, _ := svc.counts(start, time.Now(), "")
+	b.ReportMetric(float64(summaries), "otr-summaries")
 	b.ReportMetric(dur.Seconds(), "duration-s")
 	b.ReportMetric(float64(warmS.rss)/1024, "rss-warm-MiB")
 	b.ReportMetric(float64(halfS.rss)/1024, "rss-half-MiB")
