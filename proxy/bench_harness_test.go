@@ -289,6 +289,7 @@ type procLog struct {
 	mu      sync.Mutex
 	partial []byte
 	lines   []string // last maxLogLines
+	total   int      // lines other than GC traces, in all
 	gcs     []gcTrace
 }
 
@@ -326,6 +327,7 @@ func (l *procLog) Write(p []byte) (int, error) {
 			l.gcs = append(l.gcs, g)
 			continue
 		}
+		l.total++
 		l.lines = append(l.lines, line)
 		if len(l.lines) > maxLogLines {
 			l.lines = l.lines[len(l.lines)-maxLogLines:]
@@ -338,6 +340,14 @@ func (l *procLog) tail() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines, "\n")
+}
+
+// lineCount returns how many lines the process wrote, GC traces
+// excluded.
+func (l *procLog) lineCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
 }
 
 // gcCount returns how many GC cycles were traced so far and the last one.
