@@ -381,7 +381,7 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // in the last minute"), window-lines the lines otrbnc put in mallory's
 // conversation window (numeric 404); hwm-MiB is otrbnc's peak RSS (VmHWM).
 //
-// Run (about 6 minutes with the defaults; needs ngircd and libotr5-dev):
+// Run (about 4.5 minutes with the defaults; needs ngircd and libotr5-dev):
 //
 //	go test ./proxy -run '^$' -bench FloodWhileChatting -benchtime 1x
 func BenchmarkFloodWhileChatting(b *testing.B) {
