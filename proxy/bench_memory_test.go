@@ -232,7 +232,7 @@ func BenchmarkMemoryBound20000Nicks(b *testing.B) {
 // not count (the peer map, the proxy's per-peer state beyond its
 // estimate, the send queue, garbage not yet collected) and the Go
 // runtime's heap goal (twice the live heap with GOGC=100) come on top.
-// Measured: a live heap of at most 59 MB and a peak RSS of 88–121 MiB;
+// Measured: a live heap of at most 60 MB and a peak RSS of 88–123 MiB;
 // see docs/performance.md. 160 MiB is five times the budget.
 const memBoundMiB = 160
 
