@@ -142,9 +142,66 @@ func (ch *chat) clientLine(im inMsg) {
 	ch.ack[seq] = im.at
 }
 
+// serviceLog records what otrbnc tells the client about peers: the lines
+// from *otr, and the lines otrbnc puts in a conversation's window
+// (numeric 404, or FAIL/NOTE with standard-replies, from the server
+// "otrbnc", naming the peer).
+type serviceLog struct {
+	mu    sync.Mutex
+	lines []serviceLine
+}
+
+// serviceLine is one line of a serviceLog.
+type serviceLine struct {
+	at time.Time
+	// window is set for a window line; peer is the nick it names.
+	window bool
+	peer   string
+	text   string
+}
+
+func (l *serviceLog) add(sl serviceLine) {
+	l.mu.Lock()
+	l.lines = append(l.lines, sl)
+	l.mu.Unlock()
+}
+
+// summaryMarker is in the *otr line that sums up the notices held back in
+// a minute (proxy/notices.go).
+const summaryMarker = "ignored in the last minute"
+
+// serviceCounts counts the lines of l read in [from, to): lines from *otr
+// (all of them; those that sum up held-back notices; those about peer,
+// i.e. starting with "[peer]", summaries included) and window lines naming
+// peer.
+func (l *serviceLog) counts(from, to time.Time, peer string) (otr, summaries, aboutPeer, window int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, sl := range l.lines {
+		if sl.at.Before(from) || !sl.at.Before(to) {
+			continue
+		}
+		if sl.window {
+			if sl.peer == peer {
+				window++
+			}
+			continue
+		}
+		otr++
+		if strings.Contains(sl.text, summaryMarker) {
+			summaries++
+		}
+		if strings.HasPrefix(sl.text, "["+peer+"]") {
+			aboutPeer++
+		}
+	}
+	return otr, summaries, aboutPeer, window
+}
+
 // readClient consumes the client's lines until it closes: lines from *otr
-// are counted, acknowledgements go to the chat with that peer.
-func readClient(c *ircConn, chats map[string]*chat) {
+// are counted (and, with log, recorded with window lines), acknowledgements
+// go to the chat with that peer.
+func readClient(c *ircConn, chats map[string]*chat, log *serviceLog) {
 	for im := range c.in {
 		m := im.m
 		if (m.Command == "PRIVMSG" || m.Command == "NOTICE") && m.Prefix.Name == "*otr" {
@@ -153,7 +210,18 @@ func readClient(c *ircConn, chats map[string]*chat) {
 				ch.notices++
 				ch.mu.Unlock()
 			}
+			if log != nil {
+				log.add(serviceLine{at: im.at, text: m.Trailing()})
+			}
 			continue
+		}
+		if log != nil && m.Prefix.Name == "otrbnc" {
+			switch {
+			case m.Command == "404" && len(m.Params) >= 3:
+				log.add(serviceLine{at: im.at, window: true, peer: m.Params[1], text: m.Trailing()})
+			case (m.Command == "FAIL" || m.Command == "NOTE") && len(m.Params) >= 4:
+				log.add(serviceLine{at: im.at, window: true, peer: m.Params[2], text: m.Trailing()})
+			}
 		}
 		if ch := chats[m.Prefix.Name]; ch != nil {
 			ch.clientLine(im)
@@ -207,6 +275,47 @@ func (ch *chat) allAcked(first, last int) bool {
 	return true
 }
 
+// attackerLog records the lines otrbnc sends the attacker.
+type attackerLog struct {
+	mu    sync.Mutex
+	at    []time.Time
+	kinds []string
+}
+
+func (l *attackerLog) add(at time.Time, text string) {
+	kind := "other"
+	switch {
+	case strings.HasPrefix(text, "?OTR:AAMK"):
+		kind = "D-H Key"
+	case strings.HasPrefix(text, "?OTR:AAMR"):
+		kind = "Reveal Signature"
+	case strings.HasPrefix(text, "?OTR:AAMC"):
+		kind = "D-H Commit"
+	case strings.HasPrefix(text, "?OTR Error"):
+		kind = "OTR Error"
+	case strings.HasPrefix(text, "?OTR"):
+		kind = "other OTR"
+	}
+	l.mu.Lock()
+	l.at = append(l.at, at)
+	l.kinds = append(l.kinds, kind)
+	l.mu.Unlock()
+}
+
+// counts returns how many lines arrived in [from, to), in all and by kind.
+func (l *attackerLog) counts(from, to time.Time) (int, map[string]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, kinds := 0, map[string]int{}
+	for i, at := range l.at {
+		if !at.Before(from) && at.Before(to) {
+			n++
+			kinds[l.kinds[i]]++
+		}
+	}
+	return n, kinds
+}
+
 // envDuration reads a duration from the environment, def when unset.
 func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 	tb.Helper()
@@ -244,8 +353,14 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // otrcore engines, one instance tag each) interleaved with 1,000 garbage
 // OTR fragments (random-tag v3 fragments: one-piece ones with random
 // content, and first pieces of messages that never complete), 100 lines
-// every 100 ms; then up to G for messages still in flight. W defaults to
-// 40 s (OTRBNC_FLOOD_WINDOW), G to 30 s (OTRBNC_FLOOD_GRACE).
+// every 100 ms (so the flood itself lasts 2 s); then up to G for messages
+// still in flight; then, until S after the flood's last line, nothing but
+// counting: otrbnc sums up the notices it held back when their minute
+// ends, and with default pacing its replies to the attacker leave at the
+// pacing rate. W defaults to 40 s (OTRBNC_FLOOD_WINDOW), G to 30 s
+// (OTRBNC_FLOOD_GRACE), S to 70 s (OTRBNC_FLOOD_SETTLE);
+// OTRBNC_FLOOD_SIZE changes the 1,000 D-H Commits and 1,000 fragments
+// (to check that what the attacker gets does not grow with the flood).
 //
 // Sub-benchmarks: pacing=default (rate_burst 5, rate_interval "2s": the
 // case of issue 11) and pacing=off (nothing waits, so every line otrbnc
@@ -258,16 +373,25 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // got counts with the time from its send to the end of the grace period, a
 // lower bound, and is counted in undelivered. rtt-flood-p99-ms is the round
 // trip to the acknowledgement. attacker-lines is what mallory received from
-// otrbnc from the flood's start to the end (target: a small constant);
-// otr-notices the lines from *otr the client got in that time; hwm-MiB
-// otrbnc's peak RSS (VmHWM).
+// otrbnc from the flood's start to S after its end (target: a small
+// constant), attacker-lines-flood the part of it that arrived before the
+// flood's end + 1 s (the log gives the first minute and the kinds: D-H Key,
+// OTR Error, …). otr-notices is the lines from *otr the client got in that
+// time, otr-summaries those summing up held-back notices ("N more … ignored
+// in the last minute"), window-lines the lines otrbnc put in mallory's
+// conversation window (numeric 404); hwm-MiB is otrbnc's peak RSS (VmHWM).
 //
-// Run (about 4 minutes with the defaults; needs ngircd and libotr5-dev):
+// Run (about 4.5 minutes with the defaults; needs ngircd and libotr5-dev):
 //
 //	go test ./proxy -run '^$' -bench FloodWhileChatting -benchtime 1x
 func BenchmarkFloodWhileChatting(b *testing.B) {
 	window := envDuration(b, "OTRBNC_FLOOD_WINDOW", 40*time.Second)
 	grace := envDuration(b, "OTRBNC_FLOOD_GRACE", 30*time.Second)
+	settle := envDuration(b, "OTRBNC_FLOOD_SETTLE", 70*time.Second)
+	floodSize := 1000
+	if v := envInt(b, "OTRBNC_FLOOD_SIZE"); v > 0 {
+		floodSize = v
+	}
 	const interval = 5 * time.Second
 	bin := buildOtrbnc(b)
 	attackKey := benchKey(b)
@@ -288,24 +412,20 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 			client.send("PRIVMSG *otr :start bob")
 			client.expect("session with bob", benchWait, fromService("private conversation with bob started"))
 			mallory := registerIRCUser(b, ircd, "mallory")
-			var attackerLines, attackerMu = 0, sync.Mutex{}
-			counting := false
+			var toAttacker attackerLog
 			go func() {
 				for im := range mallory.in {
 					if im.m.Command == "PRIVMSG" && im.m.Prefix.Name == "alice" {
-						attackerMu.Lock()
-						if counting {
-							attackerLines++
-						}
-						attackerMu.Unlock()
+						toAttacker.add(im.at, im.m.Trailing())
 					}
 				}
 			}()
-			attack := interleave(dhCommits(b, attackKey, 1000, "alice", 0x10000), garbageFragments(1000))
+			attack := interleave(dhCommits(b, attackKey, floodSize, "alice", 0x10000), garbageFragments(floodSize))
 			// Pacing: the session start used a few tokens; let the bucket
 			// fill up again before the baseline.
 			time.Sleep(10 * time.Second)
-			go readClient(client, map[string]*chat{"bob": ch})
+			svc := &serviceLog{}
+			go readClient(client, map[string]*chat{"bob": ch}, svc)
 			b.Logf("load average before: %s", loadAvg())
 
 			seq := 0
@@ -323,17 +443,13 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 			q0, q1 := chatFor(window)
 			time.Sleep(interval) // the last baseline message lands
 			quiet, _, quietMissing := ch.latencies(q0, q1, time.Now())
-			ch.mu.Lock()
-			noticesBefore := ch.notices
-			ch.mu.Unlock()
-
-			attackerMu.Lock()
-			counting = true
-			attackerMu.Unlock()
 			rss0, _ := o.mem(b)
+			floodStart := time.Now()
+			var floodEnd time.Time
 			floodDone := make(chan struct{})
 			go func() {
 				defer close(floodDone)
+				defer func() { floodEnd = time.Now() }()
 				for i := 0; i < len(attack); i += 100 {
 					var lines []string
 					for _, l := range attack[i:min(i+100, len(attack))] {
@@ -349,18 +465,20 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			b.StopTimer()
-			// In pacing=off, let the last answers to the attacker land.
-			if pacing == "off" {
-				time.Sleep(2 * time.Second)
-			}
 			flood, floodRTT, missing := ch.latencies(f0, f1, time.Now())
+			// Notices held back are summed up when their minute ends (on
+			// otrbnc's 5-second tick), and replies to the attacker leave
+			// at the pacing rate: count both until floodEnd + settle.
+			time.Sleep(time.Until(floodEnd.Add(settle)))
+			end := time.Now()
 			rss1, hwm := o.mem(b)
 			ch.mu.Lock()
-			notices, orderErrs := ch.notices-noticesBefore, ch.orderErrs
+			orderErrs := ch.orderErrs
 			ch.mu.Unlock()
-			attackerMu.Lock()
-			sentToAttacker := attackerLines
-			attackerMu.Unlock()
+			notices, summaries, aboutMallory, windowLines := svc.counts(floodStart, end, "mallory")
+			sentToAttacker, kinds := toAttacker.counts(floodStart, end)
+			duringFlood, _ := toAttacker.counts(floodStart, floodEnd.Add(time.Second))
+			firstMinute, _ := toAttacker.counts(floodStart, floodStart.Add(time.Minute))
 
 			if orderErrs > 0 {
 				b.Errorf("%d messages of the user's conversation were reordered or duplicated", orderErrs)
@@ -375,11 +493,21 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 			b.ReportMetric(ms(percentile(flood, 0.99)-percentile(quiet, 0.99)), "added-p99-ms")
 			b.ReportMetric(ms(percentile(floodRTT, 0.99)), "rtt-flood-p99-ms")
 			b.ReportMetric(float64(missing), "undelivered")
+			var perMsg []string
+			for _, d := range flood {
+				perMsg = append(perMsg, d.Round(time.Millisecond).String())
+			}
+			b.Logf("pacing %s: latency of each message sent during the flood, the first sent with its start: %s", pacing, strings.Join(perMsg, " "))
 			b.ReportMetric(float64(sentToAttacker), "attacker-lines")
+			b.ReportMetric(float64(duringFlood), "attacker-lines-flood")
 			b.ReportMetric(float64(notices), "otr-notices")
+			b.ReportMetric(float64(summaries), "otr-summaries")
+			b.ReportMetric(float64(windowLines), "window-lines")
 			b.ReportMetric(float64(hwm)/1024, "hwm-MiB")
-			b.Logf("pacing %s: %d user messages without flood, %d with (%d not delivered within the grace period of %v); RSS %.1f MiB before the flood, %.1f MiB after, peak %.1f MiB; load average after: %s",
-				pacing, len(quiet), len(flood), missing, grace, float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024, loadAvg())
+			b.Logf("pacing %s: %d user messages without flood, %d with (%d not delivered within the grace period of %v); flood of %d lines sent in %v; to the attacker %d lines until the flood's end + 1 s, %d in its first minute, %d until %v after its end, by kind %v; from *otr %d lines (%d about mallory, %d of them summaries), %d window lines about mallory; RSS %.1f MiB before the flood, %.1f MiB after, peak %.1f MiB; load average after: %s",
+				pacing, len(quiet), len(flood), missing, grace, len(attack), floodEnd.Sub(floodStart).Round(time.Millisecond),
+				duringFlood, firstMinute, sentToAttacker, settle, kinds, notices, aboutMallory, summaries, windowLines,
+				float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024, loadAvg())
 			client.send("QUIT")
 		})
 	}

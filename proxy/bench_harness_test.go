@@ -289,6 +289,7 @@ type procLog struct {
 	mu      sync.Mutex
 	partial []byte
 	lines   []string // last maxLogLines
+	total   int      // lines other than GC traces, in all
 	gcs     []gcTrace
 }
 
@@ -326,6 +327,7 @@ func (l *procLog) Write(p []byte) (int, error) {
 			l.gcs = append(l.gcs, g)
 			continue
 		}
+		l.total++
 		l.lines = append(l.lines, line)
 		if len(l.lines) > maxLogLines {
 			l.lines = l.lines[len(l.lines)-maxLogLines:]
@@ -340,6 +342,14 @@ func (l *procLog) tail() string {
 	return strings.Join(l.lines, "\n")
 }
 
+// lineCount returns how many lines the process wrote, GC traces
+// excluded.
+func (l *procLog) lineCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
 // gcCount returns how many GC cycles were traced so far and the last one.
 func (l *procLog) gcCount() (int, gcTrace) {
 	l.mu.Lock()
@@ -348,6 +358,17 @@ func (l *procLog) gcCount() (int, gcTrace) {
 		return 0, gcTrace{}
 	}
 	return len(l.gcs), l.gcs[len(l.gcs)-1]
+}
+
+// maxLive returns the largest live heap (MB) of the GC cycles traced so
+// far, and how many there were.
+func (l *procLog) maxLive() (mb, cycles int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, g := range l.gcs {
+		mb = max(mb, g.live)
+	}
+	return mb, len(l.gcs)
 }
 
 // ---------------------------------------------------------------------

@@ -80,10 +80,14 @@ func hostileLines(commits []string, seq *atomic.Int64, n int) []string {
 // the legitimate conversations that is lost, duplicated or reordered fails
 // the benchmark. RSS and the Go heap (live after the last GC) are sampled
 // every second. Metrics: rss-warm-MiB (at the end of the warm-up, the first
-// fifth of the run, at least 5 s), rss-end-MiB, rss-max-MiB, heap-warm-MB,
+// fifth of the run, at least 5 s), rss-half-MiB (at half time),
+// rss-end-MiB, rss-max-MiB, slope-warm-KiB/min and slope-half-KiB/min (the
+// least-squares slope of RSS from the end of the warm-up, and over the
+// second half, to the end), heap-warm-MB,
 // heap-end-MB, legit-msgs, hostile-lines, hostile-nicks, replies-to-hostile
 // (lines otrbnc sent the hostile nicks), otr-notices (lines from *otr the
-// client got).
+// client got), otr-summaries (those of them that sum up notices held back
+// in a minute).
 //
 // Run (30 s plus about 20 s of setup; needs ngircd and libotr5-dev):
 //
@@ -109,7 +113,8 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	attackKey := benchKey(b)
 	commits := dhCommits(b, attackKey, 50, "alice", 0x20000)
-	go readClient(client, chats)
+	svc := &serviceLog{}
+	go readClient(client, chats, svc)
 	b.Logf("soak for %v (warm-up %v); load average before: %s", dur, warm, loadAvg())
 
 	b.ResetTimer()
@@ -209,16 +214,38 @@ func BenchmarkSoak(b *testing.B) {
 			b.ReportMetric(float64(notices), "otr-notices")
 		}
 	}
-	var warmS sample
+	var warmS, halfS sample
 	maxRSS := 0
 	for _, s := range samples {
 		if s.at <= warm {
 			warmS = s
 		}
+		if s.at <= dur/2 {
+			halfS = s
+		}
 		maxRSS = max(maxRSS, s.rss)
 	}
+	// The slopes of RSS after the warm-up and over the second half: a
+	// conversation that holds nothing worth keeping is forgotten after 10
+	// minutes without traffic (peerIdle in proxy/peermem.go), so the
+	// number of hostile nicks otrbnc remembers grows for the first 10
+	// minutes by design; the second half of a 30-minute run is past that.
+	slopeAfter := func(from time.Duration) float64 {
+		var pts []sample
+		for _, s := range samples {
+			if s.at >= from {
+				pts = append(pts, s)
+			}
+		}
+		return rssSlope(pts, func(s sample) (time.Duration, int) { return s.at, s.rss })
+	}
+	_, summaries, _, _ := svc.counts(start, time.Now(), "")
+	b.ReportMetric(float64(summaries), "otr-summaries")
 	b.ReportMetric(dur.Seconds(), "duration-s")
 	b.ReportMetric(float64(warmS.rss)/1024, "rss-warm-MiB")
+	b.ReportMetric(float64(halfS.rss)/1024, "rss-half-MiB")
+	b.ReportMetric(slopeAfter(warm), "slope-warm-KiB/min")
+	b.ReportMetric(slopeAfter(dur/2), "slope-half-KiB/min")
 	b.ReportMetric(float64(rssEnd)/1024, "rss-end-MiB")
 	b.ReportMetric(float64(max(maxRSS, hwm))/1024, "rss-max-MiB")
 	b.ReportMetric(float64(warmS.heap), "heap-warm-MB")
@@ -228,9 +255,37 @@ func BenchmarkSoak(b *testing.B) {
 	b.ReportMetric(float64(nickSeq.Load()), "hostile-nicks")
 	b.ReportMetric(float64(replies.Load()), "replies-to-hostile")
 	var series strings.Builder
-	step := max(1, len(samples)/20)
+	step := max(1, len(samples)/60)
 	for i := 0; i < len(samples); i += step {
 		fmt.Fprintf(&series, " %ds:%.1f/%d", int(samples[i].at.Seconds()), float64(samples[i].rss)/1024, samples[i].heap)
 	}
 	b.Logf("RSS MiB / heap MB over time:%s; end %.1f/%d; load average after: %s", series.String(), float64(rssEnd)/1024, gEnd.live, loadAvg())
+}
+
+// rssSlope is the least-squares slope, in KiB per minute, of the values
+// (KiB) that at returns for pts against time; 0 with fewer than two
+// points.
+func rssSlope[T any](pts []T, at func(T) (time.Duration, int)) float64 {
+	if len(pts) < 2 {
+		return 0
+	}
+	var sx, sy float64
+	for _, p := range pts {
+		t, v := at(p)
+		sx += t.Minutes()
+		sy += float64(v)
+	}
+	n := float64(len(pts))
+	mx, my := sx/n, sy/n
+	var sxy, sxx float64
+	for _, p := range pts {
+		t, v := at(p)
+		dx := t.Minutes() - mx
+		sxy += dx * (float64(v) - my)
+		sxx += dx * dx
+	}
+	if sxx == 0 {
+		return 0
+	}
+	return sxy / sxx
 }
