@@ -315,8 +315,10 @@ func TestHostileSecondInstanceCannotSteer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inject(res)
+	// Count what bob was sent before injecting: otrbnc's answer can come
+	// back before this goroutine runs again.
 	seen := len(fn.sentTo("bob"))
+	inject(res)
 	deadline := time.Now().Add(testTimeout)
 	for mallory.Status().State != otrcore.StateEncrypted {
 		if time.Now().After(deadline) {
