@@ -2,10 +2,111 @@ package otrcore
 
 import (
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 )
+
+// dataMsg is an encrypted data message (Protocol-v3.html, "Data
+// Message"). Its codec writes and reads the fields directly rather than
+// through cryptobyte: data messages are the hot path.
+type dataMsg struct {
+	msgHeader
+	flags          byte
+	senderKeyID    uint32
+	recipientKeyID uint32
+	// nextDH is the sender's next DH public key as a minimal big-endian
+	// magnitude (the MPI's body); not range checked here. Decoding
+	// aliases it into the input.
+	nextDH     []byte
+	ctr        [ctrLen]byte
+	encrypted  []byte
+	mac        [macLen]byte
+	oldMACKeys []byte // concatenated 20-byte revealed MAC keys
+
+	// authenticated is set by unmarshal to the exact received bytes the
+	// MAC covers (protocol version through the end of the encrypted
+	// DATA). Since decoding only accepts canonical encodings it equals
+	// authenticatedPart() of the decoded message, but verifying against
+	// the received bytes avoids depending on that.
+	authenticated []byte
+}
+
+// dataFixedLen is the size of a data message's fixed-length fields after
+// the header: flags, both key ids, the MPI length, the counter, the DATA
+// length, the MAC and the revealed keys' DATA length.
+const dataFixedLen = 1 + 4 + 4 + 4 + ctrLen + 4 + macLen + 4
+
+// encodedLen is the size of m's encoding.
+func (m *dataMsg) encodedLen() int {
+	return m.msgHeader.encodedLen() + dataFixedLen + len(m.nextDH) + len(m.encrypted) + len(m.oldMACKeys)
+}
+
+// appendAuthenticated appends the fields covered by the data message's
+// HMAC-SHA1: protocol version through the end of the encrypted DATA
+// field, header and instance tags included. nextDH must be minimal (no
+// leading zero byte) for the MPI to be canonical.
+func (m *dataMsg) appendAuthenticated(dst []byte) []byte {
+	dst = headerFor(m.msgHeader, msgData).appendTo(dst)
+	dst = append(dst, m.flags)
+	dst = binary.BigEndian.AppendUint32(dst, m.senderKeyID)
+	dst = binary.BigEndian.AppendUint32(dst, m.recipientKeyID)
+	dst = appendLengthPrefixed(dst, m.nextDH)
+	dst = append(dst, m.ctr[:]...)
+	return appendLengthPrefixed(dst, m.encrypted)
+}
+
+// authenticatedPart encodes the fields covered by the MAC.
+func (m *dataMsg) authenticatedPart() []byte {
+	return m.appendAuthenticated(nil)
+}
+
+// marshal encodes the data message: authenticatedPart ‖ MAC ‖
+// DATA(oldMACKeys).
+func (m *dataMsg) marshal() []byte {
+	b := m.appendAuthenticated(make([]byte, 0, m.encodedLen()))
+	b = append(b, m.mac[:]...)
+	return appendLengthPrefixed(b, m.oldMACKeys)
+}
+
+// unmarshal decodes a data message and records the authenticated span.
+// The revealed MAC keys must be a multiple of 20 bytes. The next DH key
+// and the ciphertext alias b: data messages are decoded from a buffer the
+// receiver owns, and decryption happens in place.
+func (m *dataMsg) unmarshal(b []byte) error {
+	const name = "Data"
+	h, s, err := parseTyped(b, msgData, name)
+	if err != nil {
+		return err
+	}
+	d := dataMsg{msgHeader: h}
+	var ctr, mac []byte
+	if !s.ReadUint8(&d.flags) || !s.ReadUint32(&d.senderKeyID) || !s.ReadUint32(&d.recipientKeyID) {
+		return malformed(name, "truncated")
+	}
+	if !readMPIMagnitude(&s, &d.nextDH) {
+		return malformed(name, "bad or truncated next DH key")
+	}
+	if !s.ReadBytes(&ctr, ctrLen) || !readLengthPrefixed(&s, &d.encrypted) {
+		return malformed(name, "truncated")
+	}
+	authLen := len(b) - len(s)
+	if !s.ReadBytes(&mac, macLen) || !readData(&s, &d.oldMACKeys) {
+		return malformed(name, "truncated")
+	}
+	if len(d.oldMACKeys)%macLen != 0 {
+		return malformed(name, fmt.Sprintf("revealed MAC keys are %d bytes, not a multiple of %d", len(d.oldMACKeys), macLen))
+	}
+	if !s.Empty() {
+		return malformed(name, "trailing bytes")
+	}
+	copy(d.ctr[:], ctr)
+	copy(d.mac[:], mac)
+	d.authenticated = b[:authLen:authLen]
+	*m = d
+	return nil
+}
 
 // sealData builds an outgoing data message carrying plaintext (the
 // human-readable part, then a NUL and TLVs when there are any), following
@@ -85,12 +186,12 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	// The announced next key is adopted only if the sender used its newest
 	// key; check it before anything changes, so a bad key cannot wedge us.
 	if m.senderKeyID == ks.theirKeyID {
-		if err := ks.gr.checkElement(m.nextDH); err != nil {
+		if err := ks.gr.checkElementBytes(m.nextDH); err != nil {
 			return nil, nil, fmt.Errorf("%w: next DH key of a data message", err)
 		}
 		for _, k := range ks.our {
 			// Only keys we have announced (public computed) can come back.
-			if k != nil && k.pub != nil && m.nextDH.Cmp(k.pub) == 0 {
+			if k != nil && k.pub != nil && compareMag(m.nextDH, k.pub) == 0 {
 				return nil, nil, errReflected
 			}
 		}

@@ -646,7 +646,7 @@ func ktCheckParse(t *testing.T, line, out string) (revealed bool) {
 		want["Counter"] = hex.EncodeToString(m.ctr[:])
 		want["Encrypted message"] = hex.EncodeToString(m.encrypted)
 		want["MAC"] = hex.EncodeToString(m.mac[:])
-		mpis["DH y"] = m.nextDH
+		mpis["DH y"] = new(big.Int).SetBytes(m.nextDH)
 		for i := 0; i < len(m.oldMACKeys); i += macLen {
 			want[fmt.Sprintf("Key %d", i/macLen+1)] = hex.EncodeToString(m.oldMACKeys[i : i+macLen])
 			revealed = true

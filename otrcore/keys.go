@@ -1,6 +1,7 @@
 package otrcore
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -24,11 +25,11 @@ const dhPrivateBytes = 40
 // message carries it.
 type dhKeyPair struct {
 	priv []byte
-	pub  *big.Int
+	pub  []byte // g^priv mod p, minimal big-endian; nil until computed
 }
 
 // newDHKeyPair draws a fresh private exponent; the public value is
-// computed lazily by public.
+// computed lazily by publicBytes.
 func newDHKeyPair(rand io.Reader) (*dhKeyPair, error) {
 	priv := make([]byte, dhPrivateBytes)
 	if _, err := io.ReadFull(rand, priv); err != nil {
@@ -37,17 +38,30 @@ func newDHKeyPair(rand io.Reader) (*dhKeyPair, error) {
 	return &dhKeyPair{priv: priv}, nil
 }
 
-// public returns g^priv mod p, computing it on first use.
-func (k *dhKeyPair) public(gr *group) *big.Int {
+// publicBytes returns g^priv mod p as a minimal big-endian magnitude (the
+// body of its MPI), computing it on first use. The slice is never
+// modified afterwards.
+func (k *dhKeyPair) publicBytes(gr *group) []byte {
 	if k.pub == nil {
-		k.pub = gr.expG(k.priv)
+		k.pub = gr.expGBytes(k.priv)
 	}
 	return k.pub
 }
 
+// public returns g^priv mod p as a new big.Int.
+func (k *dhKeyPair) public(gr *group) *big.Int {
+	return new(big.Int).SetBytes(k.publicBytes(gr))
+}
+
 // sharedSecret returns MPI(their^priv mod p), the "secbytes" of the spec.
 func (k *dhKeyPair) sharedSecret(gr *group, their *big.Int) []byte {
-	s := gr.expBytes(their, k.priv)
+	return k.sharedSecretBytes(gr, their.Bytes())
+}
+
+// sharedSecretBytes is sharedSecret for a public key given as a
+// big-endian magnitude already checked to lie in the group.
+func (k *dhKeyPair) sharedSecretBytes(gr *group, their []byte) []byte {
+	s := gr.expBytesMag(their, k.priv)
 	i := 0
 	for i < len(s) && s[i] == 0 {
 		i++
@@ -180,9 +194,12 @@ type keyState struct {
 	ourKeyID   uint32
 	our        [2]*dhKeyPair // our[0] is our_dh[our_keyid-1], our[1] our_dh[our_keyid]
 	theirKeyID uint32
-	their      [2]*big.Int // their[0] is their_y[their_keyid-1] (may be nil), their[1] their_y[their_keyid]
-	pairs      []*sessionKeys
-	reveal     []byte // concatenated 20-byte MAC keys for the next outgoing message
+	// their[0] is their_y[their_keyid-1] (may be nil), their[1]
+	// their_y[their_keyid], as minimal big-endian magnitudes. The slices
+	// are owned by the keyState and never modified.
+	their  [2][]byte
+	pairs  []*sessionKeys
+	reveal []byte // concatenated 20-byte MAC keys for the next outgoing message
 }
 
 // newKeyState starts the data phase after an AKE: the AKE key pair gets
@@ -198,7 +215,7 @@ func newKeyState(gr *group, rand io.Reader, akeKey *dhKeyPair, theirKeyID uint32
 		ourKeyID:   2,
 		our:        [2]*dhKeyPair{akeKey, next},
 		theirKeyID: theirKeyID,
-		their:      [2]*big.Int{nil, theirY},
+		their:      [2][]byte{nil, theirY.Bytes()},
 	}, nil
 }
 
@@ -222,7 +239,7 @@ func (ks *keyState) keys(ourID, theirID uint32) (*sessionKeys, error) {
 	case ourID == ks.ourKeyID-1:
 		ourKey = ks.our[0]
 	}
-	var theirKey *big.Int
+	var theirKey []byte
 	switch {
 	case theirID == 0:
 	case theirID == ks.theirKeyID:
@@ -233,8 +250,8 @@ func (ks *keyState) keys(ourID, theirID uint32) (*sessionKeys, error) {
 	if ourKey == nil || ourKey.priv == nil || theirKey == nil {
 		return nil, errUnknownKeyID
 	}
-	secbytes := ourKey.sharedSecret(ks.gr, theirKey)
-	high := ourKey.public(ks.gr).Cmp(theirKey) > 0
+	secbytes := ourKey.sharedSecretBytes(ks.gr, theirKey)
+	high := compareMag(ourKey.publicBytes(ks.gr), theirKey) > 0
 	sk := deriveSessionKeys(secbytes, high)
 	wipe(secbytes)
 	sk.ourKeyID, sk.theirKeyID = ourID, theirID
@@ -248,10 +265,10 @@ func (ks *keyState) sendingKeys() (*sessionKeys, error) {
 	return ks.keys(ks.ourKeyID-1, ks.theirKeyID)
 }
 
-// nextPublic is the DH public key an outgoing message announces:
-// our_dh[our_keyid].
-func (ks *keyState) nextPublic() *big.Int {
-	return ks.our[1].public(ks.gr)
+// nextPublic is the DH public key an outgoing message announces,
+// our_dh[our_keyid], as a minimal big-endian magnitude.
+func (ks *keyState) nextPublic() []byte {
+	return ks.our[1].publicBytes(ks.gr)
 }
 
 // takeReveal returns the MAC keys to reveal in the next outgoing message
@@ -284,8 +301,9 @@ func (ks *keyState) forgetPairs(drop func(*sessionKeys) bool) {
 
 // rotate applies the key rotation rules after a data message with these
 // key ids verified and decrypted. nextDH is the sender's announced next
-// key, already range-checked.
-func (ks *keyState) rotate(rand io.Reader, recipientKeyID, senderKeyID uint32, nextDH *big.Int) error {
+// key, already range-checked, as a minimal big-endian magnitude; it is
+// copied when adopted, so it may alias a message buffer.
+func (ks *keyState) rotate(rand io.Reader, recipientKeyID, senderKeyID uint32, nextDH []byte) error {
 	if recipientKeyID == ks.ourKeyID {
 		if ks.ourKeyID >= maxKeyID {
 			return errors.New("otrcore: our key id space is exhausted")
@@ -306,7 +324,7 @@ func (ks *keyState) rotate(rand io.Reader, recipientKeyID, senderKeyID uint32, n
 		}
 		old := ks.theirKeyID - 1
 		ks.forgetPairs(func(p *sessionKeys) bool { return p.theirKeyID == old })
-		ks.their[0], ks.their[1] = ks.their[1], nextDH
+		ks.their[0], ks.their[1] = ks.their[1], bytes.Clone(nextDH)
 		ks.theirKeyID++
 	}
 	return nil
