@@ -121,7 +121,8 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byt
 	if sk.sendCtr == ^uint64(0) {
 		return nil, errors.New("otrcore: sending counter exhausted")
 	}
-	dk, err := sk.sending()
+	w := &ks.work
+	dk, err := sk.sending(w.sha)
 	if err != nil {
 		return nil, err
 	}
@@ -141,10 +142,10 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byt
 	buf := m.marshal()
 	authLen := len(buf) - macLen - 4 - len(m.oldMACKeys)
 	body := buf[authLen-len(plaintext) : authLen]
-	ctrXOR(dk.block, m.ctr, body, body)
-	dk.mac.Reset()
-	dk.mac.Write(buf[:authLen])
-	dk.mac.Sum(buf[authLen:authLen])
+	ctrXOR(w, dk.block, m.ctr, body, body)
+	if err := dk.mac.sum(w.sha, &w.innerSum, buf[:authLen], hdr.encodedLen()+1+4+4, m.nextDH, buf[authLen:authLen+macLen]); err != nil {
+		return nil, err
+	}
 	return buf, nil
 }
 
@@ -167,15 +168,19 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	if err != nil {
 		return nil, nil, err
 	}
-	dk, err := sk.receiving()
+	w := &ks.work
+	dk, err := sk.receiving(w.sha)
 	if err != nil {
 		return nil, nil, err
 	}
-	var mac [20]byte
-	dk.mac.Reset()
-	dk.mac.Write(m.authenticated)
-	dk.mac.Sum(mac[:0])
-	if subtle.ConstantTimeCompare(mac[:], m.mac[:]) != 1 {
+	// In a burst the sender announces the key we adopted from its first
+	// message: the MAC's prefix cache can then refer to our copy of it.
+	if err := dk.mac.sum(w.sha, &w.innerSum, m.authenticated, m.msgHeader.encodedLen()+1+4+4, ks.their[1], w.mac[:]); err != nil {
+		return nil, nil, err
+	}
+	ok := subtle.ConstantTimeCompare(w.mac[:], m.mac[:]) == 1
+	clear(w.mac[:])
+	if !ok {
 		return nil, nil, errBadMAC
 	}
 	ctr := uint64(m.ctr[0])<<56 | uint64(m.ctr[1])<<48 | uint64(m.ctr[2])<<40 | uint64(m.ctr[3])<<32 |
@@ -199,7 +204,7 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	sk.recvCtr = ctr
 	sk.recvMACUsed = true
 	plaintext := m.encrypted // decrypted in place: m owns its buffer
-	ctrXOR(dk.block, m.ctr, plaintext, m.encrypted)
+	ctrXOR(w, dk.block, m.ctr, plaintext, m.encrypted)
 	if err := ks.rotate(rand, m.recipientKeyID, m.senderKeyID, m.nextDH); err != nil {
 		return nil, nil, err
 	}

@@ -164,18 +164,16 @@ func ktCheckSessionKeys(t *testing.T, priv []byte, theirs *big.Int, want ktSessi
 	msg := []byte("otrbnc known-answer test")
 	for _, d := range []struct {
 		name   string
-		get    func() (*directionKeys, error)
+		get    func(sha1State) (*directionKeys, error)
 		macKey string
 	}{{"sending", sk.sending, want.sendMAC}, {"receiving", sk.receiving, want.recvMAC}} {
-		dk, err := d.get()
+		dk, err := d.get(testSHA1State(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		dk.mac.Reset()
-		dk.mac.Write(msg)
 		ref := hmac.New(sha1.New, ktHex(t, d.macKey))
 		ref.Write(msg)
-		if !bytes.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+		if !bytes.Equal(testMAC(t, dk, msg), ref.Sum(nil)) {
 			t.Fatalf("%s HMAC-SHA1 key is not libotr's MAC key %s", d.name, d.macKey)
 		}
 	}
@@ -291,14 +289,12 @@ func TestKATMACKeyFixed(t *testing.T) {
 		copy(sk.recvKey[:], ktHex(t, v[0]))
 		ref := hmac.New(sha1.New, ktHex(t, v[1]))
 		ref.Write([]byte("x"))
-		for _, get := range []func() (*directionKeys, error){sk.sending, sk.receiving} {
-			dk, err := get()
+		for _, get := range []func(sha1State) (*directionKeys, error){sk.sending, sk.receiving} {
+			dk, err := get(testSHA1State(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			dk.mac.Reset()
-			dk.mac.Write([]byte("x"))
-			if !hmac.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+			if !hmac.Equal(testMAC(t, dk, []byte("x")), ref.Sum(nil)) {
 				t.Errorf("AES key %s: our MAC key is not libotr's %s", v[0], v[1])
 			}
 		}
@@ -488,14 +484,13 @@ func TestKATLibotrLive(t *testing.T) {
 				f := ktFields(ktTool(t, "", "otr_mackey", aesKey))
 				sk := &sessionKeys{}
 				copy(sk.recvKey[:], ktHex(t, aesKey))
-				dk, err := sk.receiving()
+				dk, err := sk.receiving(testSHA1State(t))
 				if err != nil {
 					t.Fatal(err)
 				}
-				dk.mac.Write([]byte("y"))
 				ref := hmac.New(sha1.New, ktHex(t, f["MAC key"]))
 				ref.Write([]byte("y"))
-				if !bytes.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+				if !bytes.Equal(testMAC(t, dk, []byte("y")), ref.Sum(nil)) {
 					t.Fatalf("otr_mackey %s = %s, ours differs", aesKey, f["MAC key"])
 				}
 			}

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"math/big"
 )
@@ -89,7 +87,7 @@ func wipe(b []byte) {
 
 // sessionKeys are the symmetric keys of one (our keyid, their keyid) pair
 // (Protocol-v3.html, "Computing AES keys, MAC keys, and the secure session
-// id"). The AES and HMAC objects of each direction are built on first use:
+// id"). The AES and HMAC state of each direction is built on first use:
 // in a conversation that alternates, most pairs only ever send or only
 // ever receive.
 type sessionKeys struct {
@@ -105,26 +103,30 @@ type sessionKeys struct {
 // directionKeys are the ready-to-use cipher and MAC of one direction.
 type directionKeys struct {
 	block cipher.Block
-	mac   hash.Hash
+	mac   hmacSHA1
 }
 
 // newDirectionKeys expands a 16-byte AES key into its cipher and its
-// HMAC-SHA1 keyed with SHA-1(AES key).
-func newDirectionKeys(aesKey []byte) (*directionKeys, error) {
+// HMAC-SHA1 keyed with SHA-1(AES key); h is the session's digest.
+func newDirectionKeys(h sha1State, aesKey []byte) (*directionKeys, error) {
 	block, err := aes.NewCipher(aesKey)
 	if err != nil {
 		return nil, fmt.Errorf("otrcore: session key: %w", err)
 	}
+	d := &directionKeys{block: block}
 	macKey := sha1.Sum(aesKey)
-	d := &directionKeys{block: block, mac: hmac.New(sha1.New, macKey[:])}
+	err = d.mac.init(h, macKey[:])
 	wipe(macKey[:])
+	if err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
 // sending returns the sending direction's cipher and MAC.
-func (sk *sessionKeys) sending() (*directionKeys, error) {
+func (sk *sessionKeys) sending(h sha1State) (*directionKeys, error) {
 	if sk.send == nil {
-		d, err := newDirectionKeys(sk.sendKey[:])
+		d, err := newDirectionKeys(h, sk.sendKey[:])
 		if err != nil {
 			return nil, err
 		}
@@ -134,9 +136,9 @@ func (sk *sessionKeys) sending() (*directionKeys, error) {
 }
 
 // receiving returns the receiving direction's cipher and MAC.
-func (sk *sessionKeys) receiving() (*directionKeys, error) {
+func (sk *sessionKeys) receiving(h sha1State) (*directionKeys, error) {
 	if sk.recv == nil {
-		d, err := newDirectionKeys(sk.recvKey[:])
+		d, err := newDirectionKeys(h, sk.recvKey[:])
 		if err != nil {
 			return nil, err
 		}
@@ -145,15 +147,33 @@ func (sk *sessionKeys) receiving() (*directionKeys, error) {
 	return sk.recv, nil
 }
 
-// wipe forgets the pair's key bytes. The expanded AES schedules inside the
-// cipher objects cannot be cleared through crypto/aes's API; dropping the
-// references is the best Go allows.
+// wipe forgets the pair's key bytes and MAC states. The expanded AES
+// schedules inside the cipher objects cannot be cleared through
+// crypto/aes's API; dropping the references is the best Go allows.
 func (sk *sessionKeys) wipe() {
 	wipe(sk.sendKey[:])
 	wipe(sk.recvKey[:])
 	wipe(sk.recvMACKey[:])
 	wipe(sk.extraKey[:])
+	for _, d := range []*directionKeys{sk.send, sk.recv} {
+		if d != nil {
+			d.mac.wipe()
+		}
+	}
 	sk.send, sk.recv = nil, nil
+}
+
+// dataWork is the working memory of sealing and opening data messages,
+// one per session and shared by all its keys (a session is used by one
+// goroutine at a time): the SHA-1 digest the MACs run in, and buffers
+// that would otherwise be allocated for every message because they are
+// passed to interface methods.
+type dataWork struct {
+	sha      sha1State
+	innerSum [sha1.Size]byte
+	mac      [macLen]byte
+	ctr      [aes.BlockSize]byte // AES-CTR counter block
+	stream   [aes.BlockSize]byte // AES-CTR key stream block
 }
 
 // deriveSessionKeys computes the data-message keys from secbytes. high
@@ -199,6 +219,7 @@ type keyState struct {
 	// are owned by the keyState and never modified.
 	their  [2][]byte
 	pairs  []*sessionKeys
+	work   dataWork
 	reveal []byte // concatenated 20-byte MAC keys for the next outgoing message
 }
 
@@ -210,8 +231,13 @@ func newKeyState(gr *group, rand io.Reader, akeKey *dhKeyPair, theirKeyID uint32
 	if err != nil {
 		return nil, err
 	}
+	h, err := newSHA1State()
+	if err != nil {
+		return nil, err
+	}
 	return &keyState{
 		gr:         gr,
+		work:       dataWork{sha: h},
 		ourKeyID:   2,
 		our:        [2]*dhKeyPair{akeKey, next},
 		theirKeyID: theirKeyID,
@@ -343,6 +369,7 @@ func (ks *keyState) wipe() {
 	}
 	ks.pairs = nil
 	ks.reveal = nil
+	ks.work = dataWork{}
 }
 
 // ctrBytes encodes a counter as the 8-byte top half of the AES-CTR IV.
@@ -350,25 +377,30 @@ func ctrBytes(c uint64) [8]byte {
 	return [8]byte{byte(c >> 56), byte(c >> 48), byte(c >> 40), byte(c >> 32), byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)}
 }
 
+// ctrStreamMin is the message length above which ctrXOR uses
+// crypto/cipher's CTR mode, whose pipelined key stream is faster than
+// block-by-block encryption for long messages despite its allocations.
+const ctrStreamMin = 256
+
 // ctrXOR encrypts or decrypts src into dst (which may be the same slice)
 // with AES-128-CTR whose initial counter block is ctr followed by eight
-// zero bytes. Data messages are short, so the keystream is produced block
-// by block on the stack rather than through cipher.NewCTR, which
-// allocates.
-func ctrXOR(block cipher.Block, ctr [8]byte, dst, src []byte) {
-	var iv, ks [aes.BlockSize]byte
-	copy(iv[:8], ctr[:])
-	if len(src) > 256 {
-		// Long messages gain more from the pipelined multi-block CTR.
+// zero bytes. The key stream is produced block by block in w, which
+// costs no allocation, unlike cipher.NewCTR; long messages gain more
+// from the pipelined multi-block CTR.
+func ctrXOR(w *dataWork, block cipher.Block, ctr [8]byte, dst, src []byte) {
+	if len(src) > ctrStreamMin {
+		var iv [aes.BlockSize]byte
+		copy(iv[:8], ctr[:])
 		cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
 		return
 	}
+	copy(w.ctr[:8], ctr[:])
 	var low uint64 // the low 64 bits of the counter block
 	for off := 0; off < len(src); off += aes.BlockSize {
-		binary.BigEndian.PutUint64(iv[8:], low)
-		block.Encrypt(ks[:], iv[:])
-		subtle.XORBytes(dst[off:], src[off:], ks[:])
+		binary.BigEndian.PutUint64(w.ctr[8:], low)
+		block.Encrypt(w.stream[:], w.ctr[:])
+		subtle.XORBytes(dst[off:], src[off:], w.stream[:])
 		low++
 	}
-	clear(ks[:])
+	clear(w.stream[:])
 }
