@@ -1,7 +1,6 @@
 package otrcore
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -278,7 +277,7 @@ func peekMessageType(piece string) MessageType {
 		return 0
 	}
 	var b [3]byte
-	if n, err := base64.StdEncoding.Strict().Decode(b[:], []byte(rest[:4])); err != nil || n != 3 {
+	if n, ok := decodeBase64(b[:], rest[:4]); !ok || n != 3 {
 		return 0
 	}
 	if v := uint16(b[0])<<8 | uint16(b[1]); v != protocolV2 && v != protocolV3 {
