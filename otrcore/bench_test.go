@@ -87,6 +87,62 @@ func BenchmarkDataAlternating(b *testing.B) {
 	}
 }
 
+// BenchmarkReplyLatency measures what a user waits for in a conversation
+// that changes direction: one operation is "message, reply, message", each
+// 100 bytes, encrypted by one side and decrypted by the other, every one
+// an answer that makes the receiver rotate keys. Between messages, in idle
+// time that is not timed, the "pool" variant tops up a DHKeyPool per
+// account (as the proxy's tick would); "nopool" computes each new key pair
+// on the critical path.
+func BenchmarkReplyLatency(b *testing.B) {
+	for _, pooled := range []bool{false, true} {
+		name := "nopool"
+		if pooled {
+			name = "pool"
+		}
+		b.Run(name, func(b *testing.B) {
+			var pools [2]*DHKeyPool
+			accts := [2]*Account{{Key: testKey(b, 0), InstanceTag: 0x100}, {Key: testKey(b, 1), InstanceTag: 0x200}}
+			if pooled {
+				for i := range pools {
+					pools[i] = NewDHKeyPool(4, nil)
+					pools[i].Fill(4)
+					accts[i].DHKeys = pools[i]
+				}
+			}
+			now := time.Unix(1e9, 0)
+			sides := [2]*Conversation{
+				NewConversation(accts[0], "bob", Options{Policy: PolicyManual}),
+				NewConversation(accts[1], "alice", Options{Policy: PolicyManual}),
+			}
+			pump(b, now, sides[0], sides[1], mustStart(sides[0], now))
+			msg := strings.Repeat("r", 100)
+			i := 0
+			for b.Loop() {
+				for range 3 {
+					from, to := sides[i%2], sides[(i+1)%2]
+					i++
+					res, err := from.Send(now, msg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r, err := to.Receive(now, res.Send[0].Lines[0])
+					if err != nil || r.Text != msg || len(r.Send) != 0 {
+						b.Fatalf("reply: %v %q", err, r.Text)
+					}
+					b.StopTimer() // idle time between messages
+					for _, p := range pools {
+						if _, err := p.Fill(4); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StartTimer()
+				}
+			}
+		})
+	}
+}
+
 func benchBurst(b *testing.B, size int) {
 	a, c := benchPair(b, 0)
 	now := time.Unix(1e9, 0)

@@ -184,7 +184,7 @@ func (c *Conversation) enabled() bool {
 }
 
 func (c *Conversation) env() akeEnv {
-	return akeEnv{gr: c.gr, rand: c.rand, key: c.acct.Key}
+	return akeEnv{gr: c.gr, rand: c.rand, key: c.acct.Key, pool: c.acct.DHKeys}
 }
 
 func (r *Result) event(e Event) { r.Events = append(r.Events, e) }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 )
 
 // dataMsg is an encrypted data message (Protocol-v3.html, "Data
@@ -160,7 +159,7 @@ var errReplay = errors.New("otrcore: data message counter did not increase (repl
 // constant time, then the counter, then the message is decrypted and the
 // keys rotate. It returns the plaintext and the session keys used (for the
 // extra symmetric key).
-func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, error) {
+func (ks *keyState) openData(m *dataMsg) ([]byte, *sessionKeys, error) {
 	if m.senderKeyID == 0 || m.recipientKeyID == 0 {
 		return nil, nil, errUnknownKeyID
 	}
@@ -205,7 +204,7 @@ func (ks *keyState) openData(rand io.Reader, m *dataMsg) ([]byte, *sessionKeys, 
 	sk.recvMACUsed = true
 	plaintext := m.encrypted // decrypted in place: m owns its buffer
 	ctrXOR(w, dk.block, m.ctr, plaintext, m.encrypted)
-	if err := ks.rotate(rand, m.recipientKeyID, m.senderKeyID, m.nextDH); err != nil {
+	if err := ks.rotate(m.recipientKeyID, m.senderKeyID, m.nextDH); err != nil {
 		return nil, nil, err
 	}
 	return plaintext, sk, nil

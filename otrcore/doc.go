@@ -105,6 +105,8 @@
 //     current (SetCurrentInstance).
 //   - smp_api.go: StartSMP, RespondSMP, AbortSMP and SMP events.
 //   - timers.go: Tick. memory.go: MemoryUse, Shed, LastActivity.
+//   - keypool.go: DHKeyPool, the key pairs computed ahead of need, and
+//     where a session's new key pairs come from.
 //   - policy.go: Policy flags and presets.
 //
 // The protocol underneath, one file per part of the spec:

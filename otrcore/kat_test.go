@@ -143,7 +143,7 @@ func ktCheckSessionKeys(t *testing.T, priv []byte, theirs *big.Int, want ktSessi
 		t.Fatalf("SHA-1(0x00 ‖ secbytes) = %x, libotr session id %s", sid, want.sessionID)
 	}
 	// Through keyState: our key as keyid 1, theirs as keyid 1.
-	ks, err := newKeyState(gr, rand.Reader, kp, 1, theirs)
+	ks, err := newKeyState(gr, dhKeySource{rand: rand.Reader}, kp, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func ktCheckAKEKeys(t *testing.T, secbytes []byte, data []byte, want map[string]
 // 1), next key next (keyid 2) and their key theirs (keyid 1) sends first.
 func ktSeal(t *testing.T, priv, next []byte, theirs *big.Int, sender, receiver uint32, flags byte, reveal []byte, text string) string {
 	t.Helper()
-	ks, err := newKeyState(otrGroup(), bytes.NewReader(next), &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
+	ks, err := newKeyState(otrGroup(), dhKeySource{rand: bytes.NewReader(next)}, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func ktSeal(t *testing.T, priv, next []byte, theirs *big.Int, sender, receiver u
 // (keyid 1), their key theirs (keyid 1).
 func ktOpen(t *testing.T, priv []byte, theirs *big.Int, line string) string {
 	t.Helper()
-	ks, err := newKeyState(otrGroup(), rand.Reader, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
+	ks, err := newKeyState(otrGroup(), dhKeySource{rand: rand.Reader}, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func ktOpen(t *testing.T, priv []byte, theirs *big.Int, line string) string {
 	if err := m.unmarshal(p); err != nil {
 		t.Fatal(err)
 	}
-	plain, _, err := ks.openData(rand.Reader, &m)
+	plain, _, err := ks.openData(&m)
 	if err != nil {
 		t.Fatalf("libotr's data message refused: %v", err)
 	}
@@ -323,8 +323,8 @@ func TestKATDataMessageFixed(t *testing.T) {
 		if m.unmarshal(q) != nil {
 			continue
 		}
-		ks, _ := newKeyState(otrGroup(), rand.Reader, &dhKeyPair{priv: bytes.Clone(y)}, 1, ktInt(t, ktGX))
-		if _, _, err := ks.openData(rand.Reader, &m); err == nil {
+		ks, _ := newKeyState(otrGroup(), dhKeySource{rand: rand.Reader}, &dhKeyPair{priv: bytes.Clone(y)}, 1, ktInt(t, ktGX))
+		if _, _, err := ks.openData(&m); err == nil {
 			t.Fatalf("bit flip at %d accepted", i)
 		}
 	}

@@ -219,6 +219,7 @@ type keyState struct {
 	// are owned by the keyState and never modified.
 	their  [2][]byte
 	pairs  []*sessionKeys
+	src    dhKeySource // where our next key pairs come from
 	work   dataWork
 	reveal []byte // concatenated 20-byte MAC keys for the next outgoing message
 }
@@ -226,8 +227,8 @@ type keyState struct {
 // newKeyState starts the data phase after an AKE: the AKE key pair gets
 // keyid 1, a fresh pair keyid 2 (our_keyid = 2), and the peer's AKE key is
 // their_y[theirKeyID].
-func newKeyState(gr *group, rand io.Reader, akeKey *dhKeyPair, theirKeyID uint32, theirY *big.Int) (*keyState, error) {
-	next, err := newDHKeyPair(rand)
+func newKeyState(gr *group, src dhKeySource, akeKey *dhKeyPair, theirKeyID uint32, theirY *big.Int) (*keyState, error) {
+	next, err := src.next()
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +238,7 @@ func newKeyState(gr *group, rand io.Reader, akeKey *dhKeyPair, theirKeyID uint32
 	}
 	return &keyState{
 		gr:         gr,
+		src:        src,
 		work:       dataWork{sha: h},
 		ourKeyID:   2,
 		our:        [2]*dhKeyPair{akeKey, next},
@@ -329,12 +331,12 @@ func (ks *keyState) forgetPairs(drop func(*sessionKeys) bool) {
 // key ids verified and decrypted. nextDH is the sender's announced next
 // key, already range-checked, as a minimal big-endian magnitude; it is
 // copied when adopted, so it may alias a message buffer.
-func (ks *keyState) rotate(rand io.Reader, recipientKeyID, senderKeyID uint32, nextDH []byte) error {
+func (ks *keyState) rotate(recipientKeyID, senderKeyID uint32, nextDH []byte) error {
 	if recipientKeyID == ks.ourKeyID {
 		if ks.ourKeyID >= maxKeyID {
 			return errors.New("otrcore: our key id space is exhausted")
 		}
-		next, err := newDHKeyPair(rand)
+		next, err := ks.src.next()
 		if err != nil {
 			return err
 		}

@@ -250,7 +250,7 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *
 		}
 		return nil
 	}
-	plain, sk, err := in.keys.openData(c.rand, m)
+	plain, sk, err := in.keys.openData(m)
 	if err != nil {
 		if m.flags&flagIgnoreUnreadable == 0 {
 			res.event(Event{Kind: EventUnreadable, Instance: in.tag, Err: err})
