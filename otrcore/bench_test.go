@@ -92,15 +92,16 @@ func BenchmarkDataAlternating(b *testing.B) {
 // 100 bytes, encrypted by one side and decrypted by the other, every one
 // an answer that makes the receiver rotate keys. Between messages, in idle
 // time that is not timed, the "pool" variant tops up a DHKeyPool per
-// account (as the proxy's tick would); "nopool" computes each new key pair
-// on the critical path.
+// account (as the proxy's tick would) and "prepare" also calls
+// PrepareKeys on both sides; "nopool" does all the work on the critical
+// path.
 func BenchmarkReplyLatency(b *testing.B) {
-	for _, pooled := range []bool{false, true} {
-		name := "nopool"
-		if pooled {
-			name = "pool"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, v := range []struct {
+		name             string
+		pooled, prepared bool
+	}{{"nopool", false, false}, {"pool", true, false}, {"pool+prepare", true, true}} {
+		pooled := v.pooled
+		b.Run(v.name, func(b *testing.B) {
 			var pools [2]*DHKeyPool
 			accts := [2]*Account{{Key: testKey(b, 0), InstanceTag: 0x100}, {Key: testKey(b, 1), InstanceTag: 0x200}}
 			if pooled {
@@ -118,15 +119,19 @@ func BenchmarkReplyLatency(b *testing.B) {
 			pump(b, now, sides[0], sides[1], mustStart(sides[0], now))
 			msg := strings.Repeat("r", 100)
 			i := 0
+			times := newOpTimes()
 			for b.Loop() {
+				var spent time.Duration
 				for range 3 {
 					from, to := sides[i%2], sides[(i+1)%2]
 					i++
+					t0 := time.Now()
 					res, err := from.Send(now, msg)
 					if err != nil {
 						b.Fatal(err)
 					}
 					r, err := to.Receive(now, res.Send[0].Lines[0])
+					spent += time.Since(t0)
 					if err != nil || r.Text != msg || len(r.Send) != 0 {
 						b.Fatalf("reply: %v %q", err, r.Text)
 					}
@@ -136,10 +141,53 @@ func BenchmarkReplyLatency(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
+					if v.prepared {
+						for _, c := range sides {
+							if _, err := c.PrepareKeys(); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
 					b.StartTimer()
 				}
+				times.add(spent)
 			}
+			times.report(b)
 		})
+	}
+}
+
+// opTimes collects the durations of single operations in 10 ns buckets,
+// so a benchmark can report their median as libotrpeer does for libotr
+// (the ns/op figure is the mean, which includes garbage collection and
+// whatever else ran in between).
+type opTimes struct {
+	buckets []uint32
+	n       int
+}
+
+const opTimesBucket = 10 * time.Nanosecond
+
+func newOpTimes() *opTimes { return &opTimes{buckets: make([]uint32, 1000000)} } // up to 10 ms
+
+func (o *opTimes) add(d time.Duration) {
+	i := min(int(d/opTimesBucket), len(o.buckets)-1)
+	o.buckets[i]++
+	o.n++
+}
+
+// report adds the median as "median-ns/op".
+func (o *opTimes) report(b *testing.B) {
+	if o.n == 0 {
+		return
+	}
+	seen := 0
+	for i, c := range o.buckets {
+		seen += int(c)
+		if 2*seen >= o.n {
+			b.ReportMetric(float64(time.Duration(i)*opTimesBucket+opTimesBucket/2), "median-ns/op")
+			return
+		}
 	}
 }
 
@@ -147,16 +195,20 @@ func benchBurst(b *testing.B, size int) {
 	a, c := benchPair(b, 0)
 	now := time.Unix(1e9, 0)
 	msg := strings.Repeat("b", size)
+	times := newOpTimes()
 	for b.Loop() {
+		t0 := time.Now()
 		res, err := a.Send(now, msg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		r, err := c.Receive(now, res.Send[0].Lines[0])
+		times.add(time.Since(t0))
 		if err != nil || r.Text != msg {
 			b.Fatalf("burst: %v %q", err, r.Text)
 		}
 	}
+	times.report(b)
 }
 
 // BenchmarkDataBurst100 sends 100-byte messages in one direction.
@@ -171,7 +223,9 @@ func BenchmarkFragmented2000(b *testing.B) {
 	a, c := benchPair(b, 400)
 	now := time.Unix(1e9, 0)
 	msg := strings.Repeat("f", 2000)
+	times := newOpTimes()
 	for b.Loop() {
+		t0 := time.Now()
 		res, err := a.Send(now, msg)
 		if err != nil {
 			b.Fatal(err)
@@ -186,10 +240,12 @@ func BenchmarkFragmented2000(b *testing.B) {
 				text = r.Text
 			}
 		}
+		times.add(time.Since(t0))
 		if text != msg {
 			b.Fatal("not reassembled")
 		}
 	}
+	times.report(b)
 }
 
 // BenchmarkSessionHeap reports the heap held per established session,

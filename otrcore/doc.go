@@ -59,6 +59,15 @@
 // what needs no session, and LastActivity tells how long it has been idle,
 // so a caller can keep many conversations under one budget.
 //
+// # Idle-time work
+//
+// The public-key work of a conversation can be done while it is idle
+// rather than while the user waits. Give the Account a DHKeyPool and call
+// its Fill method now and then (with Tick, say): key rotation and the AKE
+// then take ready key pairs. Call Conversation.PrepareKeys after a
+// message has been handled, off the path of the reply: it derives the
+// session keys the next message each way will use.
+//
 // # Safety properties
 //
 //   - Nothing the user types leaves in clear when the policy requires
@@ -105,8 +114,8 @@
 //     current (SetCurrentInstance).
 //   - smp_api.go: StartSMP, RespondSMP, AbortSMP and SMP events.
 //   - timers.go: Tick. memory.go: MemoryUse, Shed, LastActivity.
-//   - keypool.go: DHKeyPool, the key pairs computed ahead of need, and
-//     where a session's new key pairs come from.
+//   - keypool.go: DHKeyPool, the key pairs computed ahead of need, where
+//     a session's new key pairs come from, and PrepareKeys.
 //   - policy.go: Policy flags and presets.
 //
 // The protocol underneath, one file per part of the spec:

@@ -130,6 +130,30 @@ func (s dhKeySource) next() (*dhKeyPair, error) {
 	return newDHKeyPair(s.rand)
 }
 
+// PrepareKeys does ahead of need the key agreement the next messages of
+// this conversation's encrypted sessions require, so that the next Send
+// and Receive skip it: the session keys our next message uses and those
+// of the peer's expected answer to our newest key (each a modular
+// exponentiation, about 200 µs). After a change of direction that is all
+// the public-key work a message costs, so calling PrepareKeys when idle
+// (after handling a received message or sending one) takes it off the
+// time the user waits. Calling it again finds nothing left to do. It
+// returns how many sets of session keys it derived.
+func (c *Conversation) PrepareKeys() (int, error) {
+	n := 0
+	for _, in := range c.all() {
+		if in.state != StateEncrypted || in.keys == nil {
+			continue
+		}
+		k, err := in.keys.prepare()
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // keySource is where the conversation's sessions get their key pairs.
 func (c *Conversation) keySource() dhKeySource {
 	return dhKeySource{rand: c.rand, pool: c.acct.DHKeys}

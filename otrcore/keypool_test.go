@@ -179,3 +179,62 @@ func TestDHKeyPoolUsedByConversations(t *testing.T) {
 		from, to = to, from
 	}
 }
+
+// TestPrepareKeys: PrepareKeys derives exactly the pairs the next message
+// each way uses, so Send and Receive then derive nothing; the session
+// works whenever it is called, and the derived pairs stay bounded.
+func TestPrepareKeys(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	a := NewConversation(&Account{Key: testKey(t, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual})
+	b := NewConversation(&Account{Key: testKey(t, 1), InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual})
+	if n, err := a.PrepareKeys(); n != 0 || err != nil {
+		t.Fatalf("PrepareKeys without a session = %d, %v", n, err)
+	}
+	pump(t, now, a, b, mustStart(a, now))
+	from, to := a, b
+	for i := 0; i < 8; i++ {
+		for _, c := range []*Conversation{from, to} {
+			if _, err := c.PrepareKeys(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := c.PrepareKeys(); n != 0 || err != nil {
+				t.Fatalf("second PrepareKeys = %d, %v", n, err)
+			}
+		}
+		sks, rks := testSessionKeys(t, from), testSessionKeys(t, to)
+		sendPairs, recvPairs := len(sks.pairs), len(rks.pairs)
+		msg := strings.Repeat("p", i+1)
+		res, err := from.Send(now, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sks.pairs) != sendPairs {
+			t.Fatalf("message %d: Send derived keys although they were prepared", i)
+		}
+		r, err := to.Receive(now, res.Send[0].Lines[0])
+		if err != nil || r.Text != msg {
+			t.Fatalf("message %d: %v %q", i, err, r.Text)
+		}
+		if len(rks.pairs) > recvPairs {
+			t.Fatalf("message %d: Receive derived keys although they were prepared", i)
+		}
+		for _, ks := range []*keyState{sks, rks} {
+			if len(ks.pairs) > 4 {
+				t.Fatalf("%d session key pairs held", len(ks.pairs))
+			}
+		}
+		if i%3 != 2 { // now and then two messages in a row
+			from, to = to, from
+		}
+	}
+}
+
+// testSessionKeys returns the key state of c's current encrypted session.
+func testSessionKeys(t *testing.T, c *Conversation) *keyState {
+	t.Helper()
+	in, err := c.sendTarget()
+	if err != nil || in == nil || in.keys == nil {
+		t.Fatalf("no encrypted session: %v", err)
+	}
+	return in.keys
+}

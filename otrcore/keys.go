@@ -287,6 +287,37 @@ func (ks *keyState) keys(ourID, theirID uint32) (*sessionKeys, error) {
 	return sk, nil
 }
 
+// prepare derives ahead of need the session keys of the two pairs the
+// next messages are expected to use: our next message's
+// (our_keyid-1, their_keyid), and the peer's answer to our newest key,
+// (our_keyid, their_keyid), which also computes our newest public key.
+// It returns how many pairs it derived (each one modular exponentiation).
+func (ks *keyState) prepare() (int, error) {
+	n := 0
+	for _, ids := range [][2]uint32{{ks.ourKeyID - 1, ks.theirKeyID}, {ks.ourKeyID, ks.theirKeyID}} {
+		if ks.derived(ids[0], ids[1]) {
+			continue
+		}
+		if _, err := ks.keys(ids[0], ids[1]); errors.Is(err, errUnknownKeyID) {
+			continue // not a pair we can derive (yet)
+		} else if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// derived reports whether the session keys of (ourID, theirID) exist.
+func (ks *keyState) derived(ourID, theirID uint32) bool {
+	for _, p := range ks.pairs {
+		if p.ourKeyID == ourID && p.theirKeyID == theirID {
+			return true
+		}
+	}
+	return false
+}
+
 // sendingKeys returns the keys and ids for an outgoing data message:
 // our_dh[our_keyid-1] with their_y[their_keyid].
 func (ks *keyState) sendingKeys() (*sessionKeys, error) {
