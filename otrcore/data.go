@@ -47,13 +47,18 @@ func (m *dataMsg) encodedLen() int {
 // field, header and instance tags included. nextDH must be minimal (no
 // leading zero byte) for the MPI to be canonical.
 func (m *dataMsg) appendAuthenticated(dst []byte) []byte {
+	return appendLengthPrefixed(m.appendBeforeData(dst), m.encrypted)
+}
+
+// appendBeforeData appends the fields before the encrypted DATA: header,
+// flags, key ids, next DH key and counter.
+func (m *dataMsg) appendBeforeData(dst []byte) []byte {
 	dst = headerFor(m.msgHeader, msgData).appendTo(dst)
 	dst = append(dst, m.flags)
 	dst = binary.BigEndian.AppendUint32(dst, m.senderKeyID)
 	dst = binary.BigEndian.AppendUint32(dst, m.recipientKeyID)
 	dst = appendLengthPrefixed(dst, m.nextDH)
-	dst = append(dst, m.ctr[:]...)
-	return appendLengthPrefixed(dst, m.encrypted)
+	return append(dst, m.ctr[:]...)
 }
 
 // authenticatedPart encodes the fields covered by the MAC.
@@ -107,23 +112,27 @@ func (m *dataMsg) unmarshal(b []byte) error {
 	return nil
 }
 
-// sealData builds an outgoing data message carrying plaintext (the
-// human-readable part, then a NUL and TLVs when there are any), following
-// "When you send a Data Message" in Protocol-v3.html, and returns its
-// binary encoding. hdr carries the version and instance tags. plaintext
-// is only read.
-func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byte, error) {
+// sealStackSize bounds the data messages sealData encodes in a buffer on
+// its stack rather than on the heap: up to about 700 bytes of text, more
+// than an IRC line carries.
+const sealStackSize = 1024
+
+// sealData builds an outgoing data message carrying text followed by tail
+// (empty, or a NUL and TLVs), following "When you send a Data Message" in
+// Protocol-v3.html, and returns it encoded ("?OTR:...."). hdr carries the
+// version and instance tags. text and tail are only read.
+func (ks *keyState) sealData(hdr msgHeader, flags byte, text string, tail []byte) (string, error) {
 	sk, err := ks.sendingKeys()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if sk.sendCtr == ^uint64(0) {
-		return nil, errors.New("otrcore: sending counter exhausted")
+		return "", errors.New("otrcore: sending counter exhausted")
 	}
 	w := &ks.work
 	dk, err := sk.sending(w.sha)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	sk.sendCtr++
 	m := &dataMsg{
@@ -133,19 +142,45 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, plaintext []byte) ([]byt
 		recipientKeyID: sk.theirKeyID,
 		nextDH:         ks.nextPublic(),
 		ctr:            ctrBytes(sk.sendCtr),
-		encrypted:      plaintext, // encrypted in place once encoded
 		oldMACKeys:     ks.takeReveal(),
 	}
-	// Encode once with the plaintext and a zero MAC, then encrypt the
-	// ciphertext field and MAC the authenticated prefix in place.
-	buf := m.marshal()
-	authLen := len(buf) - macLen - 4 - len(m.oldMACKeys)
-	body := buf[authLen-len(plaintext) : authLen]
-	ctrXOR(w, dk.block, m.ctr, body, body)
-	if err := dk.mac.sum(w.sha, &w.innerSum, buf[:authLen], hdr.encodedLen()+1+4+4, m.nextDH, buf[authLen:authLen+macLen]); err != nil {
-		return nil, err
+	// The message is encoded with its plaintext, which is then encrypted
+	// in place, and MACed. A short one is built on the stack: the buffer
+	// never reaches an interface method (ctrXORBlocks and the MAC copy
+	// what they hash or encrypt through w).
+	n := m.encodedLen() + len(text) + len(tail)
+	if n <= sealStackSize {
+		var stack [sealStackSize]byte
+		buf, start := m.appendPlain(stack[:0], text, tail)
+		ctrXORBlocks(w, dk.block, m.ctr, buf[start:], buf[start:])
+		return sealFinish(w, dk, m, buf)
 	}
-	return buf, nil
+	buf, start := m.appendPlain(make([]byte, 0, n), text, tail)
+	ctrXORStream(dk.block, m.ctr, buf[start:], buf[start:])
+	return sealFinish(w, dk, m, buf)
+}
+
+// appendPlain appends m's fields up to the encrypted DATA, holding
+// text ‖ tail in clear, and returns where the plaintext starts.
+func (m *dataMsg) appendPlain(buf []byte, text string, tail []byte) ([]byte, int) {
+	buf = m.appendBeforeData(buf)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(text)+len(tail)))
+	start := len(buf)
+	buf = append(buf, text...)
+	return append(buf, tail...), start
+}
+
+// sealFinish MACs buf, m's authenticated part with the plaintext already
+// encrypted, appends the MAC and the revealed keys and returns the
+// encoded message.
+func sealFinish(w *dataWork, dk *directionKeys, m *dataMsg, buf []byte) (string, error) {
+	if err := dk.mac.sum(w, buf, m.msgHeader.encodedLen()+1+4+4, m.nextDH); err != nil {
+		return "", err
+	}
+	buf = append(buf, w.mac[:]...)
+	clear(w.mac[:])
+	buf = appendLengthPrefixed(buf, m.oldMACKeys)
+	return encodeEnvelope(buf), nil
 }
 
 // errBadMAC reports a data message whose MAC does not verify.
@@ -174,7 +209,7 @@ func (ks *keyState) openData(m *dataMsg) ([]byte, *sessionKeys, error) {
 	}
 	// In a burst the sender announces the key we adopted from its first
 	// message: the MAC's prefix cache can then refer to our copy of it.
-	if err := dk.mac.sum(w.sha, &w.innerSum, m.authenticated, m.msgHeader.encodedLen()+1+4+4, ks.their[1], w.mac[:]); err != nil {
+	if err := dk.mac.sum(w, m.authenticated, m.msgHeader.encodedLen()+1+4+4, ks.their[1]); err != nil {
 		return nil, nil, err
 	}
 	ok := subtle.ConstantTimeCompare(w.mac[:], m.mac[:]) == 1

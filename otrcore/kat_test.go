@@ -227,11 +227,11 @@ func ktSeal(t *testing.T, priv, next []byte, theirs *big.Int, sender, receiver u
 		t.Fatal(err)
 	}
 	ks.reveal = bytes.Clone(reveal)
-	b, err := ks.sealData(msgHeader{version: protocolV3, msgType: msgData, senderTag: sender, receiverTag: receiver}, flags, []byte(text))
+	line, err := ks.sealData(msgHeader{version: protocolV3, msgType: msgData, senderTag: sender, receiverTag: receiver}, flags, text, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return encodeEnvelope(b)
+	return line
 }
 
 // ktOpen decrypts line as the peer would right after the AKE: our key priv

@@ -174,6 +174,18 @@ type dataWork struct {
 	mac      [macLen]byte
 	ctr      [aes.BlockSize]byte // AES-CTR counter block
 	stream   [aes.BlockSize]byte // AES-CTR key stream block
+	feed     [sha1.BlockSize]byte
+}
+
+// write feeds p to the digest through w.feed: p itself never reaches an
+// interface method (which would make every buffer it points into escape
+// to the heap).
+func (w *dataWork) write(p []byte) {
+	for len(p) > 0 {
+		n := copy(w.feed[:], p)
+		w.sha.Write(w.feed[:n])
+		p = p[n:]
+	}
 }
 
 // deriveSessionKeys computes the data-message keys from secbytes. high
@@ -417,16 +429,33 @@ const ctrStreamMin = 256
 
 // ctrXOR encrypts or decrypts src into dst (which may be the same slice)
 // with AES-128-CTR whose initial counter block is ctr followed by eight
-// zero bytes. The key stream is produced block by block in w, which
-// costs no allocation, unlike cipher.NewCTR; long messages gain more
-// from the pipelined multi-block CTR.
+// zero bytes. dst and src never reach an interface method, so they may
+// live on a caller's stack: up to ctrStreamMin bytes the key stream is
+// produced block by block, beyond that crypto/cipher's CTR works on a
+// heap copy.
 func ctrXOR(w *dataWork, block cipher.Block, ctr [8]byte, dst, src []byte) {
-	if len(src) > ctrStreamMin {
-		var iv [aes.BlockSize]byte
-		copy(iv[:8], ctr[:])
-		cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+	if len(src) <= ctrStreamMin {
+		ctrXORBlocks(w, block, ctr, dst, src)
 		return
 	}
+	tmp := make([]byte, len(src))
+	copy(tmp, src)
+	ctrXORStream(block, ctr, tmp, tmp)
+	copy(dst, tmp)
+	wipe(tmp)
+}
+
+// ctrXORStream is ctrXOR through cipher.NewCTR, which allocates and
+// makes dst and src escape.
+func ctrXORStream(block cipher.Block, ctr [8]byte, dst, src []byte) {
+	var iv [aes.BlockSize]byte
+	copy(iv[:8], ctr[:])
+	cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+}
+
+// ctrXORBlocks is ctrXOR one block at a time through w, without
+// allocating.
+func ctrXORBlocks(w *dataWork, block cipher.Block, ctr [8]byte, dst, src []byte) {
 	copy(w.ctr[:8], ctr[:])
 	var low uint64 // the low 64 bits of the counter block
 	for off := 0; off < len(src); off += aes.BlockSize {

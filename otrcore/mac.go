@@ -99,8 +99,9 @@ func (m *hmacSHA1) init(h sha1State, key []byte) error {
 	return nil
 }
 
-// sum computes the MAC of msg into dst (macLen bytes) using the digest h
-// and scratch for the inner hash.
+// sum computes the MAC of msg into w.mac, running in w's digest. msg is
+// fed to the digest through w.feed, never passed to it directly, so that
+// it may live on a caller's stack.
 //
 // When msg is a data message's authenticated part, headLen is the length
 // of its fields before the next DH key's MPI and dh is that key's
@@ -109,13 +110,14 @@ func (m *hmacSHA1) init(h sha1State, key []byte) error {
 // nil. Either way the result is HMAC-SHA1(key, msg): the cache is only
 // used when msg's first macPrefixLen bytes equal the cached ones, which
 // is checked byte for byte.
-func (m *hmacSHA1) sum(h sha1State, scratch *[sha1.Size]byte, msg []byte, headLen int, dh []byte, dst []byte) error {
+func (m *hmacSHA1) sum(w *dataWork, msg []byte, headLen int, dh []byte) error {
+	h := w.sha
 	c := m.prefix
 	var err error
 	switch {
 	case c != nil && prefixIs(msg, c.head[:c.headLen], c.dh):
 		err = h.UnmarshalBinary(c.state)
-		h.Write(msg[macPrefixLen:])
+		w.write(msg[macPrefixLen:])
 	case m.used && dh != nil && prefixIs(msg, msg[:min(headLen, len(msg))], dh):
 		// Another message under this key with a cacheable prefix: keep
 		// the state after it.
@@ -124,28 +126,28 @@ func (m *hmacSHA1) sum(h sha1State, scratch *[sha1.Size]byte, msg []byte, headLe
 			m.prefix = c
 		}
 		err = h.UnmarshalBinary(m.states[:m.split])
-		h.Write(msg[:macPrefixLen])
+		w.write(msg[:macPrefixLen])
 		if c.state, err = h.AppendBinary(c.state[:0]); err != nil {
 			m.prefix = nil
 		}
 		c.headLen = copy(c.head[:], msg[:headLen])
 		c.dh = dh
-		h.Write(msg[macPrefixLen:])
+		w.write(msg[macPrefixLen:])
 	default:
 		err = h.UnmarshalBinary(m.states[:m.split])
-		h.Write(msg)
+		w.write(msg)
 	}
 	if err != nil {
 		return err
 	}
 	m.used = true
-	h.Sum(scratch[:0])
+	h.Sum(w.innerSum[:0])
 	if err := h.UnmarshalBinary(m.states[m.split:]); err != nil {
 		return err
 	}
-	h.Write(scratch[:])
-	h.Sum(dst[:0])
-	clear(scratch[:])
+	h.Write(w.innerSum[:])
+	h.Sum(w.mac[:0])
+	clear(w.innerSum[:])
 	return nil
 }
 

@@ -21,12 +21,11 @@ func testSHA1State(t testing.TB) sha1State {
 // testMAC returns dk's MAC of msg, without the prefix cache.
 func testMAC(t testing.TB, dk *directionKeys, msg []byte) []byte {
 	t.Helper()
-	var scratch [sha1.Size]byte
-	out := make([]byte, macLen)
-	if err := dk.mac.sum(testSHA1State(t), &scratch, msg, 0, nil, out); err != nil {
+	w := &dataWork{sha: testSHA1State(t)}
+	if err := dk.mac.sum(w, msg, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return w.mac[:]
 }
 
 // testDataPrefix returns head ‖ MPI(dh) ‖ tail, the shape of a data
@@ -50,8 +49,8 @@ func TestHMACSHA1MatchesCryptoHMAC(t *testing.T) {
 		}
 		return b
 	}
-	h := testSHA1State(t)
-	var scratch [sha1.Size]byte
+	w := &dataWork{sha: testSHA1State(t)}
+	h := w.sha
 	for _, keyLen := range []int{0, 1, 20, 63, 64} {
 		key := rnd(keyLen)
 		m := &hmacSHA1{}
@@ -95,10 +94,10 @@ func TestHMACSHA1MatchesCryptoHMAC(t *testing.T) {
 				claimDH = nil
 			}
 			wasHit := m.prefix != nil && prefixIs(msg, m.prefix.head[:m.prefix.headLen], m.prefix.dh)
-			got := make([]byte, macLen)
-			if err := m.sum(h, &scratch, msg, claimHead, claimDH, got); err != nil {
+			if err := m.sum(w, msg, claimHead, claimDH); err != nil {
 				t.Fatal(err)
 			}
+			got := w.mac[:]
 			ref := hmac.New(sha1.New, key)
 			ref.Write(msg)
 			if want := ref.Sum(nil); !bytes.Equal(got, want) {
