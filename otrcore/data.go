@@ -74,42 +74,80 @@ func (m *dataMsg) marshal() []byte {
 	return appendLengthPrefixed(b, m.oldMACKeys)
 }
 
-// unmarshal decodes a data message and records the authenticated span.
-// The revealed MAC keys must be a multiple of 20 bytes. The next DH key
-// and the ciphertext alias b: data messages are decoded from a buffer the
-// receiver owns, and decryption happens in place.
+// unmarshal decodes a data message into m; see parseDataMsg.
 func (m *dataMsg) unmarshal(b []byte) error {
-	const name = "Data"
-	h, s, err := parseTyped(b, msgData, name)
+	d, err := parseDataMsg(b)
 	if err != nil {
 		return err
 	}
-	d := dataMsg{msgHeader: h}
-	var ctr, mac []byte
-	if !s.ReadUint8(&d.flags) || !s.ReadUint32(&d.senderKeyID) || !s.ReadUint32(&d.recipientKeyID) {
-		return malformed(name, "truncated")
-	}
-	if !readMPIMagnitude(&s, &d.nextDH) {
-		return malformed(name, "bad or truncated next DH key")
-	}
-	if !s.ReadBytes(&ctr, ctrLen) || !readLengthPrefixed(&s, &d.encrypted) {
-		return malformed(name, "truncated")
-	}
-	authLen := len(b) - len(s)
-	if !s.ReadBytes(&mac, macLen) || !readData(&s, &d.oldMACKeys) {
-		return malformed(name, "truncated")
-	}
-	if len(d.oldMACKeys)%macLen != 0 {
-		return malformed(name, fmt.Sprintf("revealed MAC keys are %d bytes, not a multiple of %d", len(d.oldMACKeys), macLen))
-	}
-	if !s.Empty() {
-		return malformed(name, "trailing bytes")
-	}
-	copy(d.ctr[:], ctr)
-	copy(d.mac[:], mac)
-	d.authenticated = b[:authLen:authLen]
 	*m = d
 	return nil
+}
+
+// parseDataMsg decodes a data message and records the authenticated span.
+// The revealed MAC keys must be a multiple of 20 bytes. The next DH key
+// and the ciphertext alias b: data messages are decoded from a buffer the
+// receiver owns, and decryption happens in place. The message is
+// returned by value, not stored through a pointer, so that b can live on
+// the caller's stack.
+func parseDataMsg(b []byte) (dataMsg, error) {
+	const name = "Data"
+	h, rest, err := parseTyped(b, msgData, name)
+	if err != nil {
+		return dataMsg{}, err
+	}
+	s := []byte(rest)
+	d := dataMsg{msgHeader: h}
+	if len(s) < 1+4+4 {
+		return dataMsg{}, malformed(name, "truncated")
+	}
+	d.flags = s[0]
+	d.senderKeyID = binary.BigEndian.Uint32(s[1:])
+	d.recipientKeyID = binary.BigEndian.Uint32(s[5:])
+	s = s[9:]
+	var ok bool
+	if d.nextDH, s, ok = cutLengthPrefixed(s); !ok || len(d.nextDH) > 0 && d.nextDH[0] == 0 {
+		return dataMsg{}, malformed(name, "bad or truncated next DH key")
+	}
+	if len(s) < ctrLen {
+		return dataMsg{}, malformed(name, "truncated")
+	}
+	copy(d.ctr[:], s)
+	if d.encrypted, s, ok = cutLengthPrefixed(s[ctrLen:]); !ok {
+		return dataMsg{}, malformed(name, "truncated")
+	}
+	authLen := len(b) - len(s)
+	if len(s) < macLen {
+		return dataMsg{}, malformed(name, "truncated")
+	}
+	copy(d.mac[:], s)
+	var revealed []byte
+	if revealed, s, ok = cutLengthPrefixed(s[macLen:]); !ok {
+		return dataMsg{}, malformed(name, "truncated")
+	}
+	if len(revealed)%macLen != 0 {
+		return dataMsg{}, malformed(name, fmt.Sprintf("revealed MAC keys are %d bytes, not a multiple of %d", len(revealed), macLen))
+	}
+	if len(s) != 0 {
+		return dataMsg{}, malformed(name, "trailing bytes")
+	}
+	d.oldMACKeys = append([]byte{}, revealed...)
+	d.authenticated = b[:authLen:authLen]
+	return d, nil
+}
+
+// cutLengthPrefixed splits a 4-byte big-endian length and that many bytes
+// (a DATA field, or an MPI's magnitude) off the front of s. The field
+// aliases s.
+func cutLengthPrefixed(s []byte) (field, rest []byte, ok bool) {
+	if len(s) < 4 {
+		return nil, s, false
+	}
+	n := binary.BigEndian.Uint32(s)
+	if uint64(n) > uint64(len(s)-4) {
+		return nil, s, false
+	}
+	return s[4 : 4+n : 4+n], s[4+n:], true
 }
 
 // sealStackSize bounds the data messages sealData encodes in a buffer on
