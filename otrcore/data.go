@@ -37,6 +37,12 @@ type dataMsg struct {
 // length, the MAC and the revealed keys' DATA length.
 const dataFixedLen = 1 + 4 + 4 + 4 + ctrLen + 4 + macLen + 4
 
+// prefixHeadLen is the length of the fields before the next DH key's MPI
+// (header, flags, key ids): what the MAC's prefix cache compares.
+func (m *dataMsg) prefixHeadLen() int {
+	return m.msgHeader.encodedLen() + 1 + 4 + 4
+}
+
 // encodedLen is the size of m's encoding.
 func (m *dataMsg) encodedLen() int {
 	return m.msgHeader.encodedLen() + dataFixedLen + len(m.nextDH) + len(m.encrypted) + len(m.oldMACKeys)
@@ -184,17 +190,17 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, text string, tail []byte
 	}
 	// The message is encoded with its plaintext, which is then encrypted
 	// in place, and MACed. A short one is built on the stack: the buffer
-	// never reaches an interface method (ctrXORBlocks and the MAC copy
-	// what they hash or encrypt through w).
+	// never reaches an interface method (ctrXOR and the MAC go through
+	// w or separate buffers).
 	n := m.encodedLen() + len(text) + len(tail)
 	if n <= sealStackSize {
 		var stack [sealStackSize]byte
 		buf, start := m.appendPlain(stack[:0], text, tail)
-		ctrXORBlocks(w, dk.block, m.ctr, buf[start:], buf[start:])
+		ctrXOR(w, dk.block, m.ctr, buf[start:], buf[start:])
 		return sealFinish(w, dk, m, buf)
 	}
 	buf, start := m.appendPlain(make([]byte, 0, n), text, tail)
-	ctrXORStream(dk.block, m.ctr, buf[start:], buf[start:])
+	ctrXORStream(w, dk.block, m.ctr, buf[start:], buf[start:])
 	return sealFinish(w, dk, m, buf)
 }
 
@@ -212,7 +218,7 @@ func (m *dataMsg) appendPlain(buf []byte, text string, tail []byte) ([]byte, int
 // encrypted, appends the MAC and the revealed keys and returns the
 // encoded message.
 func sealFinish(w *dataWork, dk *directionKeys, m *dataMsg, buf []byte) (string, error) {
-	if err := dk.mac.sum(w, buf, m.msgHeader.encodedLen()+1+4+4, m.nextDH); err != nil {
+	if err := dk.mac.sum(w, buf, m.prefixHeadLen(), m.nextDH); err != nil {
 		return "", err
 	}
 	buf = append(buf, w.mac[:]...)
@@ -247,7 +253,7 @@ func (ks *keyState) openData(m *dataMsg) ([]byte, *sessionKeys, error) {
 	}
 	// In a burst the sender announces the key we adopted from its first
 	// message: the MAC's prefix cache can then refer to our copy of it.
-	if err := dk.mac.sum(w, m.authenticated, m.msgHeader.encodedLen()+1+4+4, ks.their[1]); err != nil {
+	if err := dk.mac.sum(w, m.authenticated, m.prefixHeadLen(), ks.their[1]); err != nil {
 		return nil, nil, err
 	}
 	ok := subtle.ConstantTimeCompare(w.mac[:], m.mac[:]) == 1
@@ -267,7 +273,8 @@ func (ks *keyState) openData(m *dataMsg) ([]byte, *sessionKeys, error) {
 			return nil, nil, fmt.Errorf("%w: next DH key of a data message", err)
 		}
 		for _, k := range ks.our {
-			// Only keys we have announced (public computed) can come back.
+			// A key whose public part was never computed was never
+			// announced, so it cannot come back.
 			if k != nil && k.pub != nil && compareMag(m.nextDH, k.pub) == 0 {
 				return nil, nil, errReflected
 			}

@@ -424,33 +424,33 @@ func ctrBytes(c uint64) [8]byte {
 
 // ctrStreamMin is the message length above which ctrXOR uses
 // crypto/cipher's CTR mode, whose pipelined key stream is faster than
-// block-by-block encryption for long messages despite its allocations.
+// block-by-block encryption for long messages despite its two
+// allocations.
 const ctrStreamMin = 256
 
 // ctrXOR encrypts or decrypts src into dst (which may be the same slice)
 // with AES-128-CTR whose initial counter block is ctr followed by eight
 // zero bytes. dst and src never reach an interface method, so they may
 // live on a caller's stack: up to ctrStreamMin bytes the key stream is
-// produced block by block, beyond that crypto/cipher's CTR works on a
-// heap copy.
+// produced block by block, beyond that crypto/cipher's CTR writes it into
+// a heap buffer.
 func ctrXOR(w *dataWork, block cipher.Block, ctr [8]byte, dst, src []byte) {
 	if len(src) <= ctrStreamMin {
 		ctrXORBlocks(w, block, ctr, dst, src)
 		return
 	}
-	tmp := make([]byte, len(src))
-	copy(tmp, src)
-	ctrXORStream(block, ctr, tmp, tmp)
-	copy(dst, tmp)
-	wipe(tmp)
+	stream := make([]byte, len(src))
+	ctrXORStream(w, block, ctr, stream, stream)
+	subtle.XORBytes(dst, src, stream)
+	wipe(stream)
 }
 
 // ctrXORStream is ctrXOR through cipher.NewCTR, which allocates and
-// makes dst and src escape.
-func ctrXORStream(block cipher.Block, ctr [8]byte, dst, src []byte) {
-	var iv [aes.BlockSize]byte
-	copy(iv[:8], ctr[:])
-	cipher.NewCTR(block, iv[:]).XORKeyStream(dst, src)
+// makes dst and src escape. The initial counter block is built in w.
+func ctrXORStream(w *dataWork, block cipher.Block, ctr [8]byte, dst, src []byte) {
+	copy(w.ctr[:8], ctr[:])
+	clear(w.ctr[8:])
+	cipher.NewCTR(block, w.ctr[:]).XORKeyStream(dst, src)
 }
 
 // ctrXORBlocks is ctrXOR one block at a time through w, without
