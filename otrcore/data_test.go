@@ -83,3 +83,32 @@ func TestDataMessageLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatsDieOut: two idle engines that both Tick exchange one
+// heartbeat after a message, not one a minute forever.
+func TestHeartbeatsDieOut(t *testing.T) {
+	a, b := benchPair(t, 0)
+	now := time.Unix(1e9, 0)
+	res, err := a.Send(now, "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := b.Receive(now, res.Send[0].Lines[0]); r.Text != "hi" {
+		t.Fatal("message lost")
+	}
+	sent := 0
+	for i := 0; i < 20; i++ {
+		now = now.Add(61 * time.Second)
+		for _, d := range [][2]*Conversation{{a, b}, {b, a}} {
+			for _, m := range d[0].Tick(now).Send {
+				sent++
+				if r, _ := d[1].Receive(now, m.Lines[0]); r.HasText {
+					t.Fatal("heartbeat shown as text")
+				}
+			}
+		}
+	}
+	if sent != 1 {
+		t.Fatalf("%d heartbeats in 20 idle minutes, want 1", sent)
+	}
+}
