@@ -296,7 +296,8 @@ func BenchmarkFragmented2000(b *testing.B) {
 
 // BenchmarkSessionHeap reports the heap held per established session,
 // after a few messages in each direction: per pair (both sides, as
-// libotr's figure) and per side. The group's precomputed tables, shared
+// libotr's figure) and per side, and per side again once the sessions
+// have been idle for idleCompact. The group's precomputed tables, shared
 // by every session of the process, are built before measuring.
 func BenchmarkSessionHeap(b *testing.B) {
 	const pairs = 200
@@ -324,6 +325,23 @@ func BenchmarkSessionHeap(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/pairs, "heapB/pair")
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(2*pairs), "heapB/session")
+		// The same sessions after idleCompact with the proxy's Tick: the
+		// side that received last sends its heartbeat a minute later,
+		// then both stay silent.
+		hb := now.Add(heartbeatInterval)
+		for i := 0; i < len(keep); i += 2 {
+			for _, d := range [][2]*Conversation{{keep[i], keep[i+1]}, {keep[i+1], keep[i]}} {
+				for _, m := range d[0].Tick(hb).Send {
+					d[1].Receive(hb, m.Lines[0])
+				}
+			}
+		}
+		for _, c := range keep {
+			c.Tick(hb.Add(idleCompact))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(2*pairs), "idle-heapB/session")
 		runtime.KeepAlive(keep)
 	}
 }

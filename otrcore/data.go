@@ -173,7 +173,10 @@ func (ks *keyState) sealData(hdr msgHeader, flags byte, text string, tail []byte
 	if sk.sendCtr == ^uint64(0) {
 		return "", errors.New("otrcore: sending counter exhausted")
 	}
-	w := &ks.work
+	w, err := ks.workArea()
+	if err != nil {
+		return "", err
+	}
 	dk, err := sk.sending(w.sha)
 	if err != nil {
 		return "", err
@@ -246,7 +249,10 @@ func (ks *keyState) openData(m *dataMsg) ([]byte, *sessionKeys, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w := &ks.work
+	w, err := ks.workArea()
+	if err != nil {
+		return nil, nil, err
+	}
 	dk, err := sk.receiving(w.sha)
 	if err != nil {
 		return nil, nil, err

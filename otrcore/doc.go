@@ -57,7 +57,9 @@
 //
 // MemoryUse approximates what a peer makes a conversation hold, Shed drops
 // what needs no session, and LastActivity tells how long it has been idle,
-// so a caller can keep many conversations under one budget.
+// so a caller can keep many conversations under one budget. A session
+// idle for five minutes (Tick) or shed drops the cipher state it can
+// rebuild from its keys, and MemoryUse shows it.
 //
 // # Idle-time work
 //

@@ -155,6 +155,12 @@ func (sk *sessionKeys) wipe() {
 	wipe(sk.recvKey[:])
 	wipe(sk.recvMACKey[:])
 	wipe(sk.extraKey[:])
+	sk.dropExpanded()
+}
+
+// dropExpanded forgets the expanded cipher and MAC state of both
+// directions; sending and receiving rebuild them from the key bytes.
+func (sk *sessionKeys) dropExpanded() {
 	for _, d := range []*directionKeys{sk.send, sk.recv} {
 		if d != nil {
 			d.mac.wipe()
@@ -232,8 +238,8 @@ type keyState struct {
 	their  [2][]byte
 	pairs  []*sessionKeys
 	src    dhKeySource // where our next key pairs come from
-	work   dataWork
-	reveal []byte // concatenated 20-byte MAC keys for the next outgoing message
+	work   *dataWork   // nil until a message is sealed or opened, and after compact
+	reveal []byte      // concatenated 20-byte MAC keys for the next outgoing message
 }
 
 // newKeyState starts the data phase after an AKE: the AKE key pair gets
@@ -244,14 +250,9 @@ func newKeyState(gr *group, src dhKeySource, akeKey *dhKeyPair, theirKeyID uint3
 	if err != nil {
 		return nil, err
 	}
-	h, err := newSHA1State()
-	if err != nil {
-		return nil, err
-	}
 	return &keyState{
 		gr:         gr,
 		src:        src,
-		work:       dataWork{sha: h},
 		ourKeyID:   2,
 		our:        [2]*dhKeyPair{akeKey, next},
 		theirKeyID: theirKeyID,
@@ -414,7 +415,36 @@ func (ks *keyState) wipe() {
 	}
 	ks.pairs = nil
 	ks.reveal = nil
-	ks.work = dataWork{}
+	ks.work = nil
+}
+
+// workArea returns the session's work area, allocating it on first use.
+func (ks *keyState) workArea() (*dataWork, error) {
+	if ks.work == nil {
+		h, err := newSHA1State()
+		if err != nil {
+			return nil, err
+		}
+		ks.work = &dataWork{sha: h}
+	}
+	return ks.work, nil
+}
+
+// compact drops what an idle session rebuilds on demand from its key
+// bytes: the expanded AES and HMAC state of every pair of session keys
+// (about 800 bytes per direction in use) and the work area. The next
+// message expands them again, which costs a few microseconds.
+func (ks *keyState) compact() {
+	if ks == nil {
+		return
+	}
+	for _, p := range ks.pairs {
+		p.dropExpanded()
+	}
+	if ks.work != nil {
+		*ks.work = dataWork{}
+		ks.work = nil
+	}
 }
 
 // ctrBytes encodes a counter as the 8-byte top half of the AES-CTR IV.
