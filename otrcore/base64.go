@@ -62,10 +62,11 @@ const base64DecodeTable = "" +
 
 // decodeBase64 decodes s, standard base64 with padding, into dst, which
 // must hold at least len(s)/4*3 bytes, and returns the number of bytes
-// written and whether s was valid (if not, dst holds garbage). It is as strict as encoding/base64's StdEncoding.Strict() and
-// stricter in one way: line breaks, which encoding/base64 skips, are
-// refused like any other character outside the alphabet. It takes a
-// string, so decoding a received line needs no copy of it as a []byte.
+// written and whether s was valid (if not, dst holds garbage). It is as
+// strict as encoding/base64's StdEncoding.Strict() and stricter in one
+// way: line breaks, which encoding/base64 skips, are refused like any
+// other character outside the alphabet. It takes a string, so decoding a
+// received line needs no copy of it as a []byte.
 func decodeBase64(dst []byte, s string) (int, bool) {
 	if len(s) == 0 || len(s)%4 != 0 || len(dst) < len(s)/4*3 {
 		return 0, false

@@ -122,14 +122,17 @@
 //
 // The protocol underneath, one file per part of the spec:
 //
-//   - wire.go (data types, headers), messages.go (the five binary
-//     messages), envelope.go ("?OTR:" base64 and error messages),
+//   - wire.go (data types, headers), messages.go (the four AKE
+//     messages), envelope.go ("?OTR:" messages and error messages) and
+//     base64.go (the base64 they use, decoded straight from the line),
 //     fragment.go (fragmentation), query.go (queries, whitespace tags),
 //     tlv.go (TLVs).
-//   - ake.go (the AKE state machine), keys.go and data.go (data-phase keys,
-//     sealing and opening data messages), group.go (the DH group),
-//     smp.go and smp_math.go (the SMP state machine and its arithmetic),
-//     dsa.go (long-term keys and fingerprints).
+//   - ake.go (the AKE state machine), keys.go (data-phase keys and their
+//     rotation), data.go (the data message: its codec, sealing and
+//     opening), mac.go (HMAC-SHA1 with a prefix cache for bursts),
+//     group.go (the DH group), smp.go and smp_math.go (the SMP state
+//     machine and its arithmetic), dsa.go (long-term keys and
+//     fingerprints).
 //
 // Tests drive real peers too: otrtest/libotrpeer (libotr 4.1.1),
 // otrtest/potrpeer (python-potr), and golang.org/x/crypto/otr.
