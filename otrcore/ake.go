@@ -135,6 +135,7 @@ type akeEnv struct {
 	gr   *group
 	rand io.Reader
 	key  *PrivateKey
+	pool *DHKeyPool // may be nil
 }
 
 // reset forgets every AKE secret and returns to NONE. A nil *ake is
@@ -155,7 +156,7 @@ func (a *ake) active() bool { return a != nil && a.state != authNone }
 // message; the caller fills in the instance tags.
 func (a *ake) startCommit(env akeEnv, version uint16, now time.Time) (*dhCommitMsg, error) {
 	a.reset()
-	x, err := newDHKeyPair(env.rand)
+	x, err := env.newDHKey()
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func aesCTRZero(key, dst, src []byte) {
 // D-H Key message.
 func (a *ake) replyDHKey(env akeEnv, m *dhCommitMsg, now time.Time) (*dhKeyMsg, error) {
 	a.reset()
-	y, err := newDHKeyPair(env.rand)
+	y, err := env.newDHKey()
 	if err != nil {
 		return nil, err
 	}

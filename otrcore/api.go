@@ -19,8 +19,8 @@ type TrustStore interface {
 }
 
 // Account is what all conversations of one local identity share: the
-// long-term key, the instance tag and the trust store. It is read-only
-// once conversations use it.
+// long-term key, the instance tag and the trust store. Its fields are
+// read-only once conversations use it.
 type Account struct {
 	// Key is our long-term DSA key.
 	Key *PrivateKey
@@ -32,6 +32,9 @@ type Account struct {
 	Trust TrustStore
 	// Rand is the source of randomness; nil means crypto/rand.Reader.
 	Rand io.Reader
+	// DHKeys, when set, supplies DH key pairs computed ahead of need (see
+	// DHKeyPool); nil computes each when needed.
+	DHKeys *DHKeyPool
 }
 
 // Options are the per-conversation settings; they can be changed between

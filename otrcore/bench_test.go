@@ -12,14 +12,14 @@ import (
 
 // benchPair returns two parties with an established v3 session, without
 // the test-only bookkeeping of link.
-func benchPair(b *testing.B, maxSize int) (*Conversation, *Conversation) {
-	b.Helper()
-	a := NewConversation(&Account{Key: testKey(b, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
-	c := NewConversation(&Account{Key: testKey(b, 1), InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
+func benchPair(tb testing.TB, maxSize int) (*Conversation, *Conversation) {
+	tb.Helper()
+	a := NewConversation(&Account{Key: testKey(tb, 0), InstanceTag: 0x100}, "bob", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
+	c := NewConversation(&Account{Key: testKey(tb, 1), InstanceTag: 0x200}, "alice", Options{Policy: PolicyManual, MaxMessageSize: maxSize})
 	now := time.Unix(1e9, 0)
-	pump(b, now, a, c, mustStart(a, now))
+	pump(tb, now, a, c, mustStart(a, now))
 	if a.Status().State != StateEncrypted || c.Status().State != StateEncrypted {
-		b.Fatal("AKE failed")
+		tb.Fatal("AKE failed")
 	}
 	return a, c
 }
@@ -66,6 +66,45 @@ func BenchmarkAKE(b *testing.B) {
 	}
 }
 
+// BenchmarkAKEPooled compares the AKE with and without a DHKeyPool per
+// account. Between AKEs, untimed as idle time would be, both variants do
+// the same work: the pools are topped up with two key pairs each, which
+// "pool" then takes (both AKE key pairs and both first next keys come
+// ready) and "nopool" throws away.
+func BenchmarkAKEPooled(b *testing.B) {
+	for _, pooled := range []bool{false, true} {
+		name := "nopool"
+		if pooled {
+			name = "pool"
+		}
+		b.Run(name, func(b *testing.B) {
+			ka, kb := testKey(b, 0), testKey(b, 1)
+			pa, pb := NewDHKeyPool(2, nil), NewDHKeyPool(2, nil)
+			var use [2]*DHKeyPool
+			if pooled {
+				use = [2]*DHKeyPool{pa, pb}
+			}
+			now := time.Unix(1e9, 0)
+			for b.Loop() {
+				b.StopTimer()
+				for _, p := range []*DHKeyPool{pa, pb} {
+					p.Wipe()
+					if _, err := p.Fill(2); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				a := NewConversation(&Account{Key: ka, InstanceTag: 0x100, DHKeys: use[0]}, "bob", Options{Policy: PolicyManual})
+				c := NewConversation(&Account{Key: kb, InstanceTag: 0x200, DHKeys: use[1]}, "alice", Options{Policy: PolicyManual})
+				pump(b, now, a, c, mustStart(a, now))
+				if a.Status().State != StateEncrypted {
+					b.Fatal("AKE failed")
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkDataAlternating sends 100-byte messages alternating direction,
 // so every message carries a new key and forces a rotation.
 func BenchmarkDataAlternating(b *testing.B) {
@@ -87,20 +126,135 @@ func BenchmarkDataAlternating(b *testing.B) {
 	}
 }
 
+// BenchmarkReplyLatency measures what a user waits for in a conversation
+// that changes direction: one operation is "message, reply, message", each
+// 100 bytes, encrypted by one side and decrypted by the other, every one
+// an answer that makes the receiver rotate keys. Between messages, in idle
+// time that is not timed, the "pool" variant tops up a DHKeyPool per
+// account (as the proxy's tick would) and "prepare" also calls
+// PrepareKeys on both sides; "nopool" does all the work on the critical
+// path.
+func BenchmarkReplyLatency(b *testing.B) {
+	for _, v := range []struct {
+		name             string
+		pooled, prepared bool
+	}{{"nopool", false, false}, {"pool", true, false}, {"pool+prepare", true, true}} {
+		pooled := v.pooled
+		b.Run(v.name, func(b *testing.B) {
+			// Both variants top up two pools in idle time; only "pool"
+			// and "pool+prepare" use them, "nopool" throws the pairs away,
+			// so that the untimed work (and the garbage collection it
+			// absorbs) is the same.
+			var pools [2]*DHKeyPool
+			accts := [2]*Account{{Key: testKey(b, 0), InstanceTag: 0x100}, {Key: testKey(b, 1), InstanceTag: 0x200}}
+			for i := range pools {
+				pools[i] = NewDHKeyPool(1, nil)
+				pools[i].Fill(1)
+				if pooled {
+					accts[i].DHKeys = pools[i]
+				}
+			}
+			now := time.Unix(1e9, 0)
+			sides := [2]*Conversation{
+				NewConversation(accts[0], "bob", Options{Policy: PolicyManual}),
+				NewConversation(accts[1], "alice", Options{Policy: PolicyManual}),
+			}
+			pump(b, now, sides[0], sides[1], mustStart(sides[0], now))
+			msg := strings.Repeat("r", 100)
+			i := 0
+			times := newOpTimes()
+			for b.Loop() {
+				var spent time.Duration
+				for range 3 {
+					from, to := sides[i%2], sides[(i+1)%2]
+					i++
+					t0 := time.Now()
+					res, err := from.Send(now, msg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r, err := to.Receive(now, res.Send[0].Lines[0])
+					spent += time.Since(t0)
+					if err != nil || r.Text != msg || len(r.Send) != 0 {
+						b.Fatalf("reply: %v %q", err, r.Text)
+					}
+					b.StopTimer() // idle time between messages
+					for _, p := range pools {
+						if !pooled {
+							p.Wipe()
+						}
+						if _, err := p.Fill(1); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if v.prepared {
+						for _, c := range sides {
+							if _, err := c.PrepareKeys(); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+					b.StartTimer()
+				}
+				times.add(spent)
+			}
+			times.report(b)
+		})
+	}
+}
+
+// opTimes collects the durations of single operations in 10 ns buckets,
+// so a benchmark can report their median as libotrpeer does for libotr
+// (the ns/op figure is the mean, which includes garbage collection and
+// whatever else ran in between).
+type opTimes struct {
+	buckets []uint32
+	n       int
+}
+
+const opTimesBucket = 10 * time.Nanosecond
+
+func newOpTimes() *opTimes { return &opTimes{buckets: make([]uint32, 1000000)} } // up to 10 ms
+
+func (o *opTimes) add(d time.Duration) {
+	i := min(int(d/opTimesBucket), len(o.buckets)-1)
+	o.buckets[i]++
+	o.n++
+}
+
+// report adds the median as "median-ns/op".
+func (o *opTimes) report(b *testing.B) {
+	if o.n == 0 {
+		return
+	}
+	seen := 0
+	for i, c := range o.buckets {
+		seen += int(c)
+		if 2*seen >= o.n {
+			b.ReportMetric(float64(time.Duration(i)*opTimesBucket+opTimesBucket/2), "median-ns/op")
+			return
+		}
+	}
+}
+
 func benchBurst(b *testing.B, size int) {
 	a, c := benchPair(b, 0)
 	now := time.Unix(1e9, 0)
 	msg := strings.Repeat("b", size)
+	times := newOpTimes()
 	for b.Loop() {
+		t0 := time.Now()
 		res, err := a.Send(now, msg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		r, err := c.Receive(now, res.Send[0].Lines[0])
+		times.add(time.Since(t0))
 		if err != nil || r.Text != msg {
 			b.Fatalf("burst: %v %q", err, r.Text)
 		}
 	}
+	times.report(b)
 }
 
 // BenchmarkDataBurst100 sends 100-byte messages in one direction.
@@ -115,7 +269,9 @@ func BenchmarkFragmented2000(b *testing.B) {
 	a, c := benchPair(b, 400)
 	now := time.Unix(1e9, 0)
 	msg := strings.Repeat("f", 2000)
+	times := newOpTimes()
 	for b.Loop() {
+		t0 := time.Now()
 		res, err := a.Send(now, msg)
 		if err != nil {
 			b.Fatal(err)
@@ -130,15 +286,18 @@ func BenchmarkFragmented2000(b *testing.B) {
 				text = r.Text
 			}
 		}
+		times.add(time.Since(t0))
 		if text != msg {
 			b.Fatal("not reassembled")
 		}
 	}
+	times.report(b)
 }
 
 // BenchmarkSessionHeap reports the heap held per established session,
 // after a few messages in each direction: per pair (both sides, as
-// libotr's figure) and per side. The group's precomputed tables, shared
+// libotr's figure) and per side, and per side again once the sessions
+// have been idle for idleCompact. The group's precomputed tables, shared
 // by every session of the process, are built before measuring.
 func BenchmarkSessionHeap(b *testing.B) {
 	const pairs = 200
@@ -166,6 +325,23 @@ func BenchmarkSessionHeap(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/pairs, "heapB/pair")
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(2*pairs), "heapB/session")
+		// The same sessions after idleCompact with the proxy's Tick: the
+		// side that received last sends its heartbeat a minute later,
+		// then both stay silent.
+		hb := now.Add(heartbeatInterval)
+		for i := 0; i < len(keep); i += 2 {
+			for _, d := range [][2]*Conversation{{keep[i], keep[i+1]}, {keep[i+1], keep[i]}} {
+				for _, m := range d[0].Tick(hb).Send {
+					d[1].Receive(hb, m.Lines[0])
+				}
+			}
+		}
+		for _, c := range keep {
+			c.Tick(hb.Add(idleCompact))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(2*pairs), "idle-heapB/session")
 		runtime.KeepAlive(keep)
 	}
 }

@@ -1,7 +1,7 @@
 package otrcore
 
 import (
-	"encoding/base64"
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -171,14 +171,17 @@ var errNotOTRForm = errors.New("otrcore: line starts with ?OTR but is no OTR mes
 //     noise (or a hidden injection) on the user's screen. "?OTR" later in
 //     a line is ordinary text.
 //   - Everything else is LinePlain.
-func Classify(line string) LineInfo { return parseLine(line).info }
+func Classify(line string) LineInfo {
+	var buf [recvStackSize]byte
+	p, _ := parseLine(line, buf[:])
+	return p.info
+}
 
 // parsedLine is a classified line with what Receive needs to act on it.
 type parsedLine struct {
 	info  LineInfo
 	piece fragmentPiece // LineFragment
 	hdr   msgHeader     // LineData, LineAKE
-	data  *dataMsg      // LineData
 	ake   akeMessage    // LineAKE
 	// text is the plain text without its whitespace tag (LinePlain), or
 	// the error text (LineError).
@@ -188,12 +191,23 @@ type parsedLine struct {
 	badFragment bool
 }
 
-// parseLine classifies line and decodes what it carries.
-func parseLine(line string) parsedLine {
-	var p parsedLine
-	malformed := func(err error) parsedLine {
+// recvStackSize bounds the binary messages a received line is decoded
+// into on the stack rather than on the heap: data messages of up to about
+// 700 bytes of text, and every AKE message.
+const recvStackSize = 1024
+
+// parseLine classifies line and decodes what it carries; a LineData
+// line's message comes back as d. An encoded message is decoded into buf
+// when it fits (else into a new buffer), and d's fields then alias buf:
+// the caller passes a buffer of its own, usually on its stack, and is
+// done with d before returning. d is kept apart from p, which holds
+// what outlives the call (text, AKE messages, errors), so that buf can
+// stay on the stack. AKE messages are decoded from a copy, as their
+// decoders keep parts of it.
+func parseLine(line string, buf []byte) (p parsedLine, d dataMsg) {
+	malformed := func(err error) (parsedLine, dataMsg) {
 		p.info = LineInfo{Kind: LineMalformed, Err: err, Size: messageSize(err)}
-		return p
+		return p, dataMsg{}
 	}
 	if f, ok, err := parseFragment(line); ok {
 		if err != nil {
@@ -206,21 +220,21 @@ func parseLine(line string) parsedLine {
 		if f.k == 1 {
 			p.info.Message = peekMessageType(f.piece)
 		}
-		return p
+		return p, d
 	}
 	if strings.Contains(line, envelopePrefix) {
-		return parseEncoded(line)
+		return parseEncoded(line, buf)
 	}
 	if msg, ok := parseError(line); ok {
 		p.info.Kind, p.text = LineError, msg
-		return p
+		return p, d
 	}
 	if v, ok, err := parseQuery(line); ok {
 		if err != nil {
 			return malformed(err)
 		}
 		p.info = LineInfo{Kind: LineQuery, offers: v}
-		return p
+		return p, d
 	}
 	if strings.HasPrefix(line, queryPrefix) {
 		return malformed(errNotOTRForm)
@@ -228,18 +242,17 @@ func parseLine(line string) parsedLine {
 	v, text, tagged := findWhitespaceTag(line)
 	p.info = LineInfo{Kind: LinePlain, Tagged: tagged, offers: v}
 	p.text = text
-	return p
+	return p, d
 }
 
-// parseEncoded decodes a line holding "?OTR:": the envelope, the header
-// and the whole message.
-func parseEncoded(line string) parsedLine {
-	var p parsedLine
-	malformed := func(err error) parsedLine {
+// parseEncoded decodes a line holding "?OTR:": the envelope (into buf
+// when it fits), the header and the whole message.
+func parseEncoded(line string, buf []byte) (p parsedLine, d dataMsg) {
+	malformed := func(err error) (parsedLine, dataMsg) {
 		p.info = LineInfo{Kind: LineMalformed, Err: err, Size: messageSize(err)}
-		return p
+		return p, dataMsg{}
 	}
-	payload, _, err := findEnvelope(line)
+	payload, _, err := decodeEnvelope(line, buf)
 	if err != nil {
 		return malformed(err)
 	}
@@ -251,22 +264,22 @@ func parseEncoded(line string) parsedLine {
 	p.info = LineInfo{Version: int(hdr.version), SenderTag: hdr.senderTag, ReceiverTag: hdr.receiverTag,
 		Message: messageType(hdr.msgType)}
 	if hdr.msgType == msgData {
-		var m dataMsg
-		if err := m.unmarshal(payload); err != nil {
+		d, err := parseDataMsg(payload)
+		if err != nil {
 			return malformed(err)
 		}
-		p.data, p.info.Kind = &m, LineData
-		return p
+		p.info.Kind = LineData
+		return p, d
 	}
 	m := newAKEMessage(hdr.msgType)
 	if m == nil {
 		return malformed(fmt.Errorf("%w: unknown message type %#02x", errMalformed, hdr.msgType))
 	}
-	if err := m.unmarshal(payload); err != nil {
+	if err := m.unmarshal(bytes.Clone(payload)); err != nil {
 		return malformed(err)
 	}
 	p.ake, p.info.Kind = m, LineAKE
-	return p
+	return p, dataMsg{}
 }
 
 // peekMessageType returns the type of the encoded message a first
@@ -278,7 +291,7 @@ func peekMessageType(piece string) MessageType {
 		return 0
 	}
 	var b [3]byte
-	if n, err := base64.StdEncoding.Strict().Decode(b[:], []byte(rest[:4])); err != nil || n != 3 {
+	if n, ok := decodeBase64(b[:], rest[:4]); !ok || n != 3 {
 		return 0
 	}
 	if v := uint16(b[0])<<8 | uint16(b[1]); v != protocolV2 && v != protocolV3 {

@@ -20,6 +20,9 @@ const (
 	// the first: a long message at an IRC server's pace (a line every two
 	// seconds or so) may take minutes, but never pauses this long.
 	fragmentTimeout = 90 * time.Second
+	// idleCompact: a session that has neither sent nor received for this
+	// long drops the expanded cipher and MAC state it rebuilds on demand.
+	idleCompact = 5 * time.Minute
 	// resendWindow: after an OTR error, our last message is offered again
 	// to a re-established session if it was sent this recently.
 	resendWindow = 60 * time.Second
@@ -184,7 +187,7 @@ func (c *Conversation) enabled() bool {
 }
 
 func (c *Conversation) env() akeEnv {
-	return akeEnv{gr: c.gr, rand: c.rand, key: c.acct.Key}
+	return akeEnv{gr: c.gr, rand: c.rand, key: c.acct.Key, pool: c.acct.DHKeys}
 }
 
 func (r *Result) event(e Event) { r.Events = append(r.Events, e) }

@@ -229,7 +229,7 @@ func TestNextDHRangeChecked(t *testing.T) {
 	for _, bad := range []*big.Int{big.NewInt(1), big.NewInt(0), new(big.Int).Sub(otrGroup().p, big.NewInt(1))} {
 		// Forge a correctly MACed message from alice announcing a bad key.
 		saved := in.keys.our[1].pub
-		in.keys.our[1].pub = bad
+		in.keys.our[1].pub = bad.Bytes()
 		res, err := a.conv.Send(now, "bad key")
 		in.keys.our[1].pub = saved
 		if err != nil {

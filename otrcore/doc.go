@@ -57,7 +57,18 @@
 //
 // MemoryUse approximates what a peer makes a conversation hold, Shed drops
 // what needs no session, and LastActivity tells how long it has been idle,
-// so a caller can keep many conversations under one budget.
+// so a caller can keep many conversations under one budget. A session
+// idle for five minutes (Tick) or shed drops the cipher state it can
+// rebuild from its keys, and MemoryUse shows it.
+//
+// # Idle-time work
+//
+// The public-key work of a conversation can be done while it is idle
+// rather than while the user waits. Give the Account a DHKeyPool and call
+// its Fill method now and then (with Tick, say): key rotation and the AKE
+// then take ready key pairs. Call Conversation.PrepareKeys after a
+// message has been handled, off the path of the reply: it derives the
+// session keys the next message each way will use.
 //
 // # Safety properties
 //
@@ -105,18 +116,23 @@
 //     current (SetCurrentInstance).
 //   - smp_api.go: StartSMP, RespondSMP, AbortSMP and SMP events.
 //   - timers.go: Tick. memory.go: MemoryUse, Shed, LastActivity.
+//   - keypool.go: DHKeyPool, the key pairs computed ahead of need, where
+//     a session's new key pairs come from, and PrepareKeys.
 //   - policy.go: Policy flags and presets.
 //
 // The protocol underneath, one file per part of the spec:
 //
-//   - wire.go (data types, headers), messages.go (the five binary
-//     messages), envelope.go ("?OTR:" base64 and error messages),
+//   - wire.go (data types, headers), messages.go (the four AKE
+//     messages), envelope.go ("?OTR:" messages and error messages) and
+//     base64.go (the base64 they use, decoded straight from the line),
 //     fragment.go (fragmentation), query.go (queries, whitespace tags),
 //     tlv.go (TLVs).
-//   - ake.go (the AKE state machine), keys.go and data.go (data-phase keys,
-//     sealing and opening data messages), group.go (the DH group),
-//     smp.go and smp_math.go (the SMP state machine and its arithmetic),
-//     dsa.go (long-term keys and fingerprints).
+//   - ake.go (the AKE state machine), keys.go (data-phase keys and their
+//     rotation), data.go (the data message: its codec, sealing and
+//     opening), mac.go (HMAC-SHA1 with a prefix cache for bursts),
+//     group.go (the DH group), smp.go and smp_math.go (the SMP state
+//     machine and its arithmetic), dsa.go (long-term keys and
+//     fingerprints).
 //
 // Tests drive real peers too: otrtest/libotrpeer (libotr 4.1.1),
 // otrtest/potrpeer (python-potr), and golang.org/x/crypto/otr.

@@ -24,19 +24,18 @@ const maxEncodedMessage = 256 * 1024
 var errEnvelope = errors.New("otrcore: bad encoded message")
 
 // encodeEnvelope wraps a binary message as "?OTR:" + standard padded
-// base64 + ".".
+// base64 + ".". The text is encoded in chunks on the stack and written
+// into a strings.Builder of the exact size: one allocation, no copy of
+// the whole string.
 func encodeEnvelope(b []byte) string {
 	var sb strings.Builder
 	sb.Grow(len(envelopePrefix) + base64.StdEncoding.EncodedLen(len(b)) + len(envelopeSuffix))
 	sb.WriteString(envelopePrefix)
-	// Encode through a stack buffer in runs of whole 3-byte groups, so
-	// only the last run is padded and the string is built in one
-	// allocation.
-	var chunk [1024]byte
-	const run = len(chunk) / 4 * 3
+	const chunkIn = 3 * 128 // a multiple of 3: only the last chunk is padded
+	var chunk [chunkIn / 3 * 4]byte
 	for len(b) > 0 {
-		n := min(len(b), run)
-		base64.StdEncoding.Encode(chunk[:], b[:n])
+		n := min(len(b), chunkIn)
+		encodeBase64(chunk[:], b[:n])
 		sb.Write(chunk[:base64.StdEncoding.EncodedLen(n)])
 		b = b[n:]
 	}
@@ -55,6 +54,12 @@ func encodeEnvelope(b []byte) string {
 // the payload is empty, longer than maxEncodedMessage characters or not
 // valid base64.
 func findEnvelope(text string) (payload []byte, ok bool, err error) {
+	return decodeEnvelope(text, nil)
+}
+
+// decodeEnvelope is findEnvelope decoding into buf when it is large
+// enough (the payload then aliases buf), else into a new buffer.
+func decodeEnvelope(text string, buf []byte) (payload []byte, ok bool, err error) {
 	i := strings.Index(text, envelopePrefix)
 	if i < 0 {
 		return nil, false, nil
@@ -76,17 +81,18 @@ func findEnvelope(text string) (payload []byte, ok bool, err error) {
 	if rest == "" {
 		return nil, true, fmt.Errorf("%w: empty", errEnvelope)
 	}
-	// The strict decoder rejects every character outside the alphabet
-	// except CR and LF, which encoding/base64 always skips; refuse those
-	// explicitly.
-	if strings.IndexByte(rest, '\r') >= 0 || strings.IndexByte(rest, '\n') >= 0 {
-		return nil, true, fmt.Errorf("%w: line break inside the encoded message", errEnvelope)
+	// decodeBase64 is strict and, unlike encoding/base64, refuses line
+	// breaks too; it decodes straight from the string.
+	if need := len(rest) / 4 * 3; need <= len(buf) {
+		payload = buf[:need]
+	} else {
+		payload = make([]byte, need)
 	}
-	payload, err = base64.StdEncoding.Strict().DecodeString(rest)
-	if err != nil {
-		return nil, true, fmt.Errorf("%w: %w", errEnvelope, err)
+	n, valid := decodeBase64(payload, rest)
+	if !valid {
+		return nil, true, fmt.Errorf("%w: not strict, padded standard base64", errEnvelope)
 	}
-	return payload, true, nil
+	return payload[:n], true, nil
 }
 
 // errorPrefix marks an OTR Error Message.

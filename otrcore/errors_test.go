@@ -110,11 +110,11 @@ func TestErrorPrefixOnce(t *testing.T) {
 	}
 	r, _ = a.conv.Receive(now, smp.Send[0].Lines[0])
 	events("malformed SMP message", r, EventSMPCheated)
-	msg, err := bin.keys.sealData(b.conv.header(bin, bin.version, msgData), 0, []byte("text\x00\x00\x01"))
+	msg, err := bin.keys.sealData(b.conv.header(bin, bin.version, msgData), 0, "text", []byte("\x00\x00\x01"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ = a.conv.Receive(now, encodeEnvelope(msg))
+	r, _ = a.conv.Receive(now, msg)
 	events("truncated TLV", r, EventProtocolError)
 	_ = l
 

@@ -119,6 +119,14 @@ func FuzzEnvelope(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, text string) {
 		payload, ok, err := findEnvelope(text)
+		// Decoding into a caller's buffer (as Receive does, on its
+		// stack) gives the same result, whether or not it fits.
+		for _, size := range []int{0, 3, recvStackSize} {
+			into, okInto, errInto := decodeEnvelope(text, make([]byte, size))
+			if okInto != ok || (errInto == nil) != (err == nil) || !bytes.Equal(into, payload) {
+				t.Fatalf("decoding into %d bytes differs: %x %v %v, want %x %v %v", size, into, okInto, errInto, payload, ok, err)
+			}
+		}
 		if !ok || err != nil {
 			if !ok && (err != nil || payload != nil) {
 				t.Fatal("not found, yet an error or payload")

@@ -1,6 +1,7 @@
 package otrcore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math/big"
@@ -28,14 +29,15 @@ const dhPrimeBytes = 192
 // public, variable-time work) and as bigmod moduli (for constant-time
 // secret exponentiation).
 type group struct {
-	p, q, g    *big.Int
-	pMinus2    *big.Int
-	pMod, qMod *bigmod.Modulus
-	two        *bigmod.Nat
-	fixedBaseG *fixedBase
-	pBytes     []byte
-	qBytes     []byte
-	one        *big.Int
+	p, q, g      *big.Int
+	pMinus2      *big.Int
+	pMod, qMod   *bigmod.Modulus
+	two          *bigmod.Nat
+	fixedBaseG   *fixedBase
+	pBytes       []byte
+	qBytes       []byte
+	pMinus2Bytes []byte // p−2 as a minimal big-endian magnitude
+	one          *big.Int
 }
 
 // otrGroup returns the OTR DH group, built once per process. The value is
@@ -68,6 +70,7 @@ func newGroup() *group {
 		qBytes:  q.Bytes(),
 		one:     big.NewInt(1),
 	}
+	gr.pMinus2Bytes = gr.pMinus2.Bytes()
 	gr.two = bigmod.NewNat().SetUint(2).ExpandFor(pMod)
 	gr.fixedBaseG = newFixedBase(gr.two, pMod, 8*dhPrimeBytes)
 	return gr
@@ -84,6 +87,28 @@ func (gr *group) checkElement(v *big.Int) error {
 		return errGroupElement
 	}
 	return nil
+}
+
+// checkElementBytes is checkElement for a minimal big-endian magnitude
+// (an MPI's body, no leading zero byte).
+func (gr *group) checkElementBytes(mag []byte) error {
+	if len(mag) == 0 || len(mag) == 1 && mag[0] < 2 || compareMag(mag, gr.pMinus2Bytes) > 0 {
+		return errGroupElement
+	}
+	return nil
+}
+
+// compareMag compares two minimal big-endian magnitudes (no leading zero
+// bytes) as integers, returning -1, 0 or +1. It is not constant-time: use
+// it on public values only.
+func compareMag(a, b []byte) int {
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return bytes.Compare(a, b)
 }
 
 // checkExponent reports whether 1 ≤ v < q, the range of SMP proof values.
@@ -112,6 +137,15 @@ func (gr *group) expG(x []byte) *big.Int {
 	return new(big.Int).SetBytes(r.Bytes(gr.pMod))
 }
 
+// expGBytes is expG returning a minimal big-endian magnitude.
+func (gr *group) expGBytes(x []byte) []byte {
+	b := gr.fixedBaseG.exp(x).Bytes(gr.pMod)
+	for len(b) > 0 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
+
 // exp returns base^x mod p, constant time with respect to the secret x.
 // base must already satisfy 0 ≤ base < p.
 func (gr *group) exp(base *big.Int, x []byte) *big.Int {
@@ -119,10 +153,16 @@ func (gr *group) exp(base *big.Int, x []byte) *big.Int {
 	return new(big.Int).SetBytes(r.Bytes(gr.pMod))
 }
 
-// expBytes is exp returning the big-endian result padded to the modulus
-// length.
-func (gr *group) expBytes(base *big.Int, x []byte) []byte {
-	return bigmod.NewNat().Exp(gr.nat(base), x, gr.pMod).Bytes(gr.pMod)
+// expBytesMag returns base^x mod p, constant time with respect to the
+// secret x, big-endian and padded to the modulus length. base is a
+// big-endian magnitude that must already satisfy base < p.
+func (gr *group) expBytesMag(base, x []byte) []byte {
+	n, err := bigmod.NewNat().SetBytes(base, gr.pMod)
+	if err != nil {
+		// base was range-checked by the caller; reduce defensively.
+		n, _ = bigmod.NewNat().SetOverflowingBytes(base, gr.pMod)
+	}
+	return bigmod.NewNat().Exp(n, x, gr.pMod).Bytes(gr.pMod)
 }
 
 // fixedBase is a precomputed table for constant-time exponentiation of one

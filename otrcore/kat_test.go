@@ -143,7 +143,7 @@ func ktCheckSessionKeys(t *testing.T, priv []byte, theirs *big.Int, want ktSessi
 		t.Fatalf("SHA-1(0x00 ‖ secbytes) = %x, libotr session id %s", sid, want.sessionID)
 	}
 	// Through keyState: our key as keyid 1, theirs as keyid 1.
-	ks, err := newKeyState(gr, rand.Reader, kp, 1, theirs)
+	ks, err := newKeyState(gr, dhKeySource{rand: rand.Reader}, kp, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,18 +164,16 @@ func ktCheckSessionKeys(t *testing.T, priv []byte, theirs *big.Int, want ktSessi
 	msg := []byte("otrbnc known-answer test")
 	for _, d := range []struct {
 		name   string
-		get    func() (*directionKeys, error)
+		get    func(sha1State) (*directionKeys, error)
 		macKey string
 	}{{"sending", sk.sending, want.sendMAC}, {"receiving", sk.receiving, want.recvMAC}} {
-		dk, err := d.get()
+		dk, err := d.get(testSHA1State(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		dk.mac.Reset()
-		dk.mac.Write(msg)
 		ref := hmac.New(sha1.New, ktHex(t, d.macKey))
 		ref.Write(msg)
-		if !bytes.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+		if !bytes.Equal(testMAC(t, dk, msg), ref.Sum(nil)) {
 			t.Fatalf("%s HMAC-SHA1 key is not libotr's MAC key %s", d.name, d.macKey)
 		}
 	}
@@ -224,23 +222,23 @@ func ktCheckAKEKeys(t *testing.T, secbytes []byte, data []byte, want map[string]
 // 1), next key next (keyid 2) and their key theirs (keyid 1) sends first.
 func ktSeal(t *testing.T, priv, next []byte, theirs *big.Int, sender, receiver uint32, flags byte, reveal []byte, text string) string {
 	t.Helper()
-	ks, err := newKeyState(otrGroup(), bytes.NewReader(next), &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
+	ks, err := newKeyState(otrGroup(), dhKeySource{rand: bytes.NewReader(next)}, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks.reveal = bytes.Clone(reveal)
-	b, err := ks.sealData(msgHeader{version: protocolV3, msgType: msgData, senderTag: sender, receiverTag: receiver}, flags, []byte(text))
+	line, err := ks.sealData(msgHeader{version: protocolV3, msgType: msgData, senderTag: sender, receiverTag: receiver}, flags, text, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return encodeEnvelope(b)
+	return line
 }
 
 // ktOpen decrypts line as the peer would right after the AKE: our key priv
 // (keyid 1), their key theirs (keyid 1).
 func ktOpen(t *testing.T, priv []byte, theirs *big.Int, line string) string {
 	t.Helper()
-	ks, err := newKeyState(otrGroup(), rand.Reader, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
+	ks, err := newKeyState(otrGroup(), dhKeySource{rand: rand.Reader}, &dhKeyPair{priv: bytes.Clone(priv)}, 1, theirs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +250,7 @@ func ktOpen(t *testing.T, priv []byte, theirs *big.Int, line string) string {
 	if err := m.unmarshal(p); err != nil {
 		t.Fatal(err)
 	}
-	plain, _, err := ks.openData(rand.Reader, &m)
+	plain, _, err := ks.openData(&m)
 	if err != nil {
 		t.Fatalf("libotr's data message refused: %v", err)
 	}
@@ -291,14 +289,12 @@ func TestKATMACKeyFixed(t *testing.T) {
 		copy(sk.recvKey[:], ktHex(t, v[0]))
 		ref := hmac.New(sha1.New, ktHex(t, v[1]))
 		ref.Write([]byte("x"))
-		for _, get := range []func() (*directionKeys, error){sk.sending, sk.receiving} {
-			dk, err := get()
+		for _, get := range []func(sha1State) (*directionKeys, error){sk.sending, sk.receiving} {
+			dk, err := get(testSHA1State(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			dk.mac.Reset()
-			dk.mac.Write([]byte("x"))
-			if !hmac.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+			if !hmac.Equal(testMAC(t, dk, []byte("x")), ref.Sum(nil)) {
 				t.Errorf("AES key %s: our MAC key is not libotr's %s", v[0], v[1])
 			}
 		}
@@ -327,8 +323,8 @@ func TestKATDataMessageFixed(t *testing.T) {
 		if m.unmarshal(q) != nil {
 			continue
 		}
-		ks, _ := newKeyState(otrGroup(), rand.Reader, &dhKeyPair{priv: bytes.Clone(y)}, 1, ktInt(t, ktGX))
-		if _, _, err := ks.openData(rand.Reader, &m); err == nil {
+		ks, _ := newKeyState(otrGroup(), dhKeySource{rand: rand.Reader}, &dhKeyPair{priv: bytes.Clone(y)}, 1, ktInt(t, ktGX))
+		if _, _, err := ks.openData(&m); err == nil {
 			t.Fatalf("bit flip at %d accepted", i)
 		}
 	}
@@ -488,14 +484,13 @@ func TestKATLibotrLive(t *testing.T) {
 				f := ktFields(ktTool(t, "", "otr_mackey", aesKey))
 				sk := &sessionKeys{}
 				copy(sk.recvKey[:], ktHex(t, aesKey))
-				dk, err := sk.receiving()
+				dk, err := sk.receiving(testSHA1State(t))
 				if err != nil {
 					t.Fatal(err)
 				}
-				dk.mac.Write([]byte("y"))
 				ref := hmac.New(sha1.New, ktHex(t, f["MAC key"]))
 				ref.Write([]byte("y"))
-				if !bytes.Equal(dk.mac.Sum(nil), ref.Sum(nil)) {
+				if !bytes.Equal(testMAC(t, dk, []byte("y")), ref.Sum(nil)) {
 					t.Fatalf("otr_mackey %s = %s, ours differs", aesKey, f["MAC key"])
 				}
 			}
@@ -646,7 +641,7 @@ func ktCheckParse(t *testing.T, line, out string) (revealed bool) {
 		want["Counter"] = hex.EncodeToString(m.ctr[:])
 		want["Encrypted message"] = hex.EncodeToString(m.encrypted)
 		want["MAC"] = hex.EncodeToString(m.mac[:])
-		mpis["DH y"] = m.nextDH
+		mpis["DH y"] = new(big.Int).SetBytes(m.nextDH)
 		for i := 0; i < len(m.oldMACKeys); i += macLen {
 			want[fmt.Sprintf("Key %d", i/macLen+1)] = hex.EncodeToString(m.oldMACKeys[i : i+macLen])
 			revealed = true

@@ -144,3 +144,91 @@ func TestHeartbeatsDoNotPingPong(t *testing.T) {
 		t.Fatalf("%d heartbeats after text, want 1", len(l.bToA)-before)
 	}
 }
+
+// TestIdleCompact: Tick drops the expanded cipher state of a session idle
+// for idleCompact, not earlier, MemoryUse shows it, and the session
+// carries on both ways; Shed drops the same state at once.
+func TestIdleCompact(t *testing.T) {
+	a, b := benchPair(t, 0)
+	now := time.Unix(1e9, 0)
+	expanded := func(c *Conversation) bool {
+		in, err := c.sendTarget()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks := in.keys
+		for _, p := range ks.pairs {
+			if p.send != nil || p.recv != nil {
+				return true
+			}
+		}
+		return ks.work != nil
+	}
+	for i := 0; i < 3; i++ {
+		for _, d := range [][2]*Conversation{{a, b}, {b, a}} {
+			res, err := d[0].Send(now, "before")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := d[1].Receive(now, res.Send[0].Lines[0]); r.Text != "before" {
+				t.Fatal("message lost")
+			}
+		}
+	}
+	// alice received last: her Tick sends a heartbeat a minute later.
+	now = now.Add(heartbeatInterval)
+	for _, d := range [][2]*Conversation{{a, b}, {b, a}} {
+		for _, m := range d[0].Tick(now).Send {
+			d[1].Receive(now, m.Lines[0])
+		}
+	}
+	var active [2]int
+	for i, c := range []*Conversation{a, b} {
+		c.Tick(now.Add(idleCompact - time.Second))
+		if !expanded(c) {
+			t.Fatal("compacted before the session was idle long enough")
+		}
+		active[i] = c.MemoryUse()
+	}
+	later := now.Add(idleCompact)
+	for i, c := range []*Conversation{a, b} {
+		if res := c.Tick(later); len(res.Send) > 0 || len(res.Events) > 0 {
+			t.Fatalf("idle Tick produced %+v", res)
+		}
+		if expanded(c) {
+			t.Fatal("idle session kept its expanded cipher state")
+		}
+		if idle := c.MemoryUse(); idle > active[i]-directionBytes-dataWorkBytes {
+			t.Fatalf("MemoryUse %d when idle, %d when active", idle, active[i])
+		}
+	}
+	for i := 0; i < 3; i++ {
+		for _, d := range [][2]*Conversation{{a, b}, {b, a}, {a, b}} {
+			res, err := d[0].Send(later, "after")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := d[1].Receive(later, res.Send[0].Lines[0]); r.Text != "after" {
+				t.Fatal("message lost after compaction")
+			}
+		}
+	}
+	// Shed compacts at once; MemoryUse follows the state both ways.
+	for _, c := range []*Conversation{a, b} {
+		if !expanded(c) {
+			t.Fatal("no expanded state after messages")
+		}
+		before := c.MemoryUse()
+		c.Shed()
+		if expanded(c) || c.MemoryUse() >= before {
+			t.Fatalf("Shed kept the expanded cipher state (MemoryUse %d, %d before)", c.MemoryUse(), before)
+		}
+	}
+	res, err := a.Send(later, "after Shed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := b.Receive(later, res.Send[0].Lines[0]); r.Text != "after Shed" {
+		t.Fatal("message lost after Shed")
+	}
+}

@@ -79,26 +79,6 @@ func newAKEMessage(t byte) akeMessage {
 	return nil
 }
 
-// dataMsg is an encrypted data message.
-type dataMsg struct {
-	msgHeader
-	flags          byte
-	senderKeyID    uint32
-	recipientKeyID uint32
-	nextDH         *big.Int // sender's next DH public key; not range checked here
-	ctr            [ctrLen]byte
-	encrypted      []byte
-	mac            [macLen]byte
-	oldMACKeys     []byte // concatenated 20-byte revealed MAC keys
-
-	// authenticated is set by unmarshal to the exact received bytes the
-	// MAC covers (protocol version through the end of the encrypted
-	// DATA). Since decoding only accepts canonical encodings it equals
-	// authenticatedPart() of the decoded message, but verifying against
-	// the received bytes avoids depending on that.
-	authenticated []byte
-}
-
 // headerFor returns h with its type forced to t.
 func headerFor(h msgHeader, t byte) msgHeader {
 	h.msgType = t
@@ -239,74 +219,6 @@ func (m *signatureMsg) unmarshal(b []byte) error {
 	}
 	*m = signatureMsg{msgHeader: h, encSig: encSig}
 	copy(m.mac[:], mac)
-	return nil
-}
-
-// authenticatedPart encodes the fields covered by the data message's
-// HMAC-SHA1: protocol version through the end of the encrypted DATA field,
-// header and instance tags included.
-func (m *dataMsg) authenticatedPart() []byte {
-	b := cryptobyte.NewBuilder(nil)
-	m.addAuthenticated(b)
-	return b.BytesOrPanic()
-}
-
-func (m *dataMsg) addAuthenticated(b *cryptobyte.Builder) {
-	headerFor(m.msgHeader, msgData).add(b)
-	b.AddUint8(m.flags)
-	b.AddUint32(m.senderKeyID)
-	b.AddUint32(m.recipientKeyID)
-	addMPI(b, m.nextDH)
-	b.AddBytes(m.ctr[:])
-	addData(b, m.encrypted)
-}
-
-// marshal encodes the data message: authenticatedPart ‖ MAC ‖
-// DATA(oldMACKeys).
-func (m *dataMsg) marshal() []byte {
-	size := headerLenV3 + 1 + 4 + 4 + 4 + dhPrimeBytes + ctrLen + 4 + len(m.encrypted) + macLen + 4 + len(m.oldMACKeys)
-	b := cryptobyte.NewBuilder(make([]byte, 0, size))
-	m.addAuthenticated(b)
-	b.AddBytes(m.mac[:])
-	addData(b, m.oldMACKeys)
-	return b.BytesOrPanic()
-}
-
-// unmarshal decodes a data message and records the authenticated span.
-// The revealed MAC keys must be a multiple of 20 bytes.
-func (m *dataMsg) unmarshal(b []byte) error {
-	const name = "Data"
-	h, s, err := parseTyped(b, msgData, name)
-	if err != nil {
-		return err
-	}
-	d := dataMsg{msgHeader: h}
-	var ctr, mac []byte
-	if !s.ReadUint8(&d.flags) || !s.ReadUint32(&d.senderKeyID) || !s.ReadUint32(&d.recipientKeyID) {
-		return malformed(name, "truncated")
-	}
-	if !readMPI(&s, &d.nextDH) {
-		return malformed(name, "bad or truncated next DH key")
-	}
-	// The ciphertext aliases b: data messages are decoded from a buffer
-	// the receiver owns, and decryption happens in place.
-	if !s.ReadBytes(&ctr, ctrLen) || !readLengthPrefixed(&s, &d.encrypted) {
-		return malformed(name, "truncated")
-	}
-	authLen := len(b) - len(s)
-	if !s.ReadBytes(&mac, macLen) || !readData(&s, &d.oldMACKeys) {
-		return malformed(name, "truncated")
-	}
-	if len(d.oldMACKeys)%macLen != 0 {
-		return malformed(name, fmt.Sprintf("revealed MAC keys are %d bytes, not a multiple of %d", len(d.oldMACKeys), macLen))
-	}
-	if !s.Empty() {
-		return malformed(name, "trailing bytes")
-	}
-	copy(d.ctr[:], ctr)
-	copy(d.mac[:], mac)
-	d.authenticated = b[:authLen:authLen]
-	*m = d
 	return nil
 }
 

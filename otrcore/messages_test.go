@@ -35,7 +35,7 @@ func TestSpecDataMessage(t *testing.T) {
 	}
 	wantY, _ := new(big.Int).SetString("d60e488c3d5918b0d5404c82802ca7f616eb2f72806c60ddcc4d9990cc932a5ed77e44b187c6099ee76cb6207be22e01cd3d16da1682960e9d31aaf2fe3a3db0cb9dc2651d9672a920610a5d676f24a4fe850dba87d9f332011d8ad2c1f2f8cf116009ea0057bd9ad8e9942bc7781be2fd1469230e322479b01ec46ae95bd9873a4664679e5c605140b66a5a2c83858878537de753cb8d271a8d56dae9daa50e2faad47e6d3ef23949630decf081588278d7e5af17ee48019cd065880d6952db", 16)
 	if m.version != 3 || m.senderTag != 0x27e31599 || m.receiverTag != 0x27e31597 ||
-		m.flags != 0 || m.senderKeyID != 1 || m.recipientKeyID != 2 || m.nextDH.Cmp(wantY) != 0 ||
+		m.flags != 0 || m.senderKeyID != 1 || m.recipientKeyID != 2 || !bytes.Equal(m.nextDH, wantY.Bytes()) ||
 		m.ctr != [8]byte{0, 0, 0, 0, 0, 0, 0, 1} ||
 		!bytes.Equal(m.encrypted, wireHex(t, "c0d8888b932cfb")) ||
 		m.mac != [20]byte(wireHex(t, "83ec63f2f68a9913b6aba49dfc7a1e874bbe4dd1")) ||
@@ -79,7 +79,7 @@ func wireSamples(r *rand.Rand) []interface {
 } {
 	d := &dataMsg{
 		msgHeader: wireRandHeader(r), flags: byte(r.IntN(2)), senderKeyID: r.Uint32(), recipientKeyID: r.Uint32(),
-		nextDH: wireRandMPI(r, r.IntN(193)), encrypted: wireRandBytes(r, r.IntN(300)), oldMACKeys: wireRandBytes(r, 20*r.IntN(4)),
+		nextDH: wireRandMPI(r, r.IntN(193)).Bytes(), encrypted: wireRandBytes(r, r.IntN(300)), oldMACKeys: wireRandBytes(r, 20*r.IntN(4)),
 	}
 	copy(d.ctr[:], wireRandBytes(r, 8))
 	copy(d.mac[:], wireRandBytes(r, 20))
@@ -200,7 +200,7 @@ func TestMessageFieldChecks(t *testing.T) {
 	}
 	// Revealed MAC keys must be whole 20-byte keys.
 	for _, n := range []int{1, 19, 21, 39} {
-		enc := (&dataMsg{msgHeader: h, senderKeyID: 1, recipientKeyID: 1, nextDH: big.NewInt(5), oldMACKeys: make([]byte, n)}).marshal()
+		enc := (&dataMsg{msgHeader: h, senderKeyID: 1, recipientKeyID: 1, nextDH: []byte{5}, oldMACKeys: make([]byte, n)}).marshal()
 		if err := new(dataMsg).unmarshal(enc); !errors.Is(err, errMalformed) {
 			t.Errorf("oldMACKeys of %d bytes: %v", n, err)
 		}
@@ -212,7 +212,7 @@ func TestMessageFieldChecks(t *testing.T) {
 		t.Errorf("non-minimal g^y: %v", err)
 	}
 	// A data message whose DATA length overflows the input.
-	d := (&dataMsg{msgHeader: h, nextDH: big.NewInt(2), encrypted: []byte("abc")}).marshal()
+	d := (&dataMsg{msgHeader: h, nextDH: []byte{2}, encrypted: []byte("abc")}).marshal()
 	off := headerLenV3 + 1 + 4 + 4 + 5 + 8
 	d[off], d[off+1], d[off+2], d[off+3] = 0xff, 0xff, 0xff, 0xf0
 	if err := new(dataMsg).unmarshal(d); !errors.Is(err, errMalformed) {
@@ -338,7 +338,7 @@ func otrParseFields(m any) string {
 			fmt.Fprintf(&sb, "\tSender instance: %d\n\tReceiver instance: %d\n", m.senderTag, m.receiverTag)
 		}
 		fmt.Fprintf(&sb, "\tSender keyid: %d\n\tRcpt keyid: %d\n\tDH y: %x\n\tCounter: %x\n\tEncrypted message: %x\n\tMAC: %x\n",
-			m.senderKeyID, m.recipientKeyID, m.nextDH.Bytes(), m.ctr, m.encrypted, m.mac)
+			m.senderKeyID, m.recipientKeyID, m.nextDH, m.ctr, m.encrypted, m.mac)
 		if len(m.oldMACKeys) > 0 {
 			sb.WriteString("\tRevealed MAC keys:\n")
 			for i := 0; i < len(m.oldMACKeys); i += 20 {

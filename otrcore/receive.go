@@ -15,7 +15,8 @@ import (
 func (c *Conversation) Receive(now time.Time, line string) (Result, error) {
 	var res Result
 	c.lastActivity = now
-	p := parseLine(line)
+	var buf [recvStackSize]byte
+	p, d := parseLine(line, buf[:])
 	if p.info.Kind != LineFragment && !p.badFragment {
 		// Any unfragmented message ends a reassembly in progress (spec
 		// "Receiving Fragments", as libotr does); a malformed fragment is
@@ -31,9 +32,9 @@ func (c *Conversation) Receive(now time.Time, line string) (Result, error) {
 	case LineError:
 		err = c.receiveError(&res, now, p.text)
 	case LineData, LineAKE:
-		err = c.receiveMessage(&res, now, &p)
+		err = c.receiveMessage(&res, now, &p, &d)
 	case LineFragment:
-		err = c.receiveFragment(&res, now, p.piece)
+		err = c.receiveFragment(&res, now, p.piece, buf[:])
 	case LineMalformed:
 		c.reportMalformed(&res, 0, p.info.Err)
 	}
@@ -149,8 +150,8 @@ func (c *Conversation) policyIgnored(res *Result, tag uint32) {
 }
 
 // receiveFragment feeds a fragment to its instance's reassembly buffer and
-// processes the message once complete.
-func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPiece) error {
+// processes the message once complete, decoding it into buf when it fits.
+func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPiece, buf []byte) error {
 	if f.version == protocolV3 && !c.tagsAcceptable(f.senderTag, f.receiverTag, true) {
 		return nil // for another instance of ours, or forged: discarded
 	}
@@ -175,10 +176,10 @@ func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPie
 		in.frag.last = now
 		return nil
 	}
-	p := parseLine(msg)
+	p, d := parseLine(msg, buf)
 	switch p.info.Kind {
 	case LineData, LineAKE:
-		return c.receiveMessage(res, now, &p)
+		return c.receiveMessage(res, now, &p, &d)
 	case LineMalformed:
 		c.reportMalformed(res, in.tag, p.info.Err)
 	case LineFragment:
@@ -189,22 +190,23 @@ func (c *Conversation) receiveFragment(res *Result, now time.Time, f fragmentPie
 	return nil
 }
 
-// receiveMessage routes a decoded data or AKE message to its instance.
-func (c *Conversation) receiveMessage(res *Result, now time.Time, p *parsedLine) error {
+// receiveMessage routes a decoded data or AKE message to its instance;
+// d is the data message of a LineData line.
+func (c *Conversation) receiveMessage(res *Result, now time.Time, p *parsedLine, d *dataMsg) error {
 	h := p.hdr
 	if h.version == protocolV3 && !c.tagsAcceptable(h.senderTag, h.receiverTag, h.msgType == msgDHCommit) {
 		return nil // for another instance of ours, or forged: discarded
 	}
 	in := c.knownInstance(h.version, h.senderTag, now)
-	if c.versionRefused(h.version, in) || (p.data == nil && !c.opts.Policy.versions().has(h.version)) {
+	if c.versionRefused(h.version, in) || (p.info.Kind != LineData && !c.opts.Policy.versions().has(h.version)) {
 		// No AKE runs in a version the policy refuses, not even to
 		// refresh a session it still lets decrypt.
 		c.policyIgnored(res, h.senderTag)
 		return nil
 	}
 	if in == nil {
-		if p.data != nil {
-			return c.notInPrivate(res, now, h.senderTag, p.data)
+		if p.info.Kind == LineData {
+			return c.notInPrivate(res, now, h.senderTag, d)
 		}
 		if in = c.instanceFor(h.senderTag, true, now); in == nil {
 			return nil
@@ -212,8 +214,8 @@ func (c *Conversation) receiveMessage(res *Result, now time.Time, p *parsedLine)
 	}
 	in.lastUsed = now
 	res.Instance = in.tag
-	if p.data != nil {
-		return c.receiveData(res, in, now, p.data)
+	if p.info.Kind == LineData {
+		return c.receiveData(res, in, now, d)
 	}
 	return c.receiveAKE(res, in, now, p.ake)
 }
@@ -250,7 +252,7 @@ func (c *Conversation) receiveData(res *Result, in *instance, now time.Time, m *
 		}
 		return nil
 	}
-	plain, sk, err := in.keys.openData(c.rand, m)
+	plain, sk, err := in.keys.openData(m)
 	if err != nil {
 		if m.flags&flagIgnoreUnreadable == 0 {
 			res.event(Event{Kind: EventUnreadable, Instance: in.tag, Err: err})

@@ -9,7 +9,13 @@ import (
 // emit encodes a binary OTR message for in and appends it, fragmented to
 // the line limit, to the result.
 func (c *Conversation) emit(res *Result, in *instance, kind OutKind, version uint16, msg []byte) error {
-	lines, err := fragmentMessage(encodeEnvelope(msg), c.opts.MaxMessageSize, version, c.acct.InstanceTag, in.tag)
+	return c.emitEncoded(res, in, kind, version, encodeEnvelope(msg))
+}
+
+// emitEncoded appends an encoded OTR message ("?OTR:....") for in,
+// fragmented to the line limit, to the result.
+func (c *Conversation) emitEncoded(res *Result, in *instance, kind OutKind, version uint16, msg string) error {
+	lines, err := fragmentMessage(msg, c.opts.MaxMessageSize, version, c.acct.InstanceTag, in.tag)
 	if err != nil {
 		return fmt.Errorf("%w (message to %s)", err, c.peer)
 	}
@@ -155,18 +161,15 @@ func (c *Conversation) akePending() bool {
 
 // sendData encrypts text and TLVs for in and appends the message.
 func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text string, tlvs []tlv, flags byte) error {
-	var msg []byte
-	var err error
-	if len(tlvs) == 0 {
-		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, []byte(text))
-	} else {
-		plain := append([]byte(text), 0)
+	var tail []byte
+	if len(tlvs) > 0 {
+		tail = []byte{0}
 		for _, t := range tlvs {
-			plain = appendTLV(plain, t)
+			tail = appendTLV(tail, t)
 		}
-		msg, err = in.keys.sealData(c.header(in, in.version, msgData), flags, plain)
-		wipe(plain)
 	}
+	msg, err := in.keys.sealData(c.header(in, in.version, msgData), flags, text, tail)
+	wipe(tail)
 	if err != nil {
 		return err
 	}
@@ -176,7 +179,7 @@ func (c *Conversation) sendData(res *Result, in *instance, now time.Time, text s
 	if text == "" {
 		kind = OutControl
 	}
-	return c.emit(res, in, kind, in.version, msg)
+	return c.emitEncoded(res, in, kind, in.version, msg)
 }
 
 // flushHeld encrypts and sends every held message to in.

@@ -115,7 +115,7 @@ func (c *Conversation) emitAKE(res *Result, in *instance, m akeMessage) error {
 func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *akeResult) error {
 	fp := r.theirPub.fingerprint()
 	refresh := in.state == StateEncrypted && in.fp == fp
-	ks, err := newKeyState(c.gr, c.rand, r.ourKey, r.theirKeyID, r.theirY)
+	ks, err := newKeyState(c.gr, c.keySource(), r.ourKey, r.theirKeyID, r.theirY)
 	if err != nil {
 		r.ourKey.wipe()
 		return err

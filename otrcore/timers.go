@@ -6,7 +6,10 @@ import "time"
 // after a minute, partial fragmented messages after 90 s without a new
 // piece, and a session that received a message with content since it last
 // sent gets a heartbeat once a minute has passed, so old keys do not
-// linger. A heartbeat is never answered with a heartbeat.
+// linger. A heartbeat is never answered with a heartbeat. A session that
+// has neither sent nor received for five minutes drops the cipher state
+// it can rebuild from its keys (MemoryUse shrinks accordingly); the next
+// message rebuilds it.
 func (c *Conversation) Tick(now time.Time) Result {
 	var res Result
 	for _, in := range c.all() {
@@ -20,6 +23,9 @@ func (c *Conversation) Tick(now time.Time) Result {
 			if err := c.sendData(&res, in, now, "", nil, flagIgnoreUnreadable); err != nil {
 				res.event(Event{Kind: EventProtocolError, Instance: in.tag, Err: err})
 			}
+		}
+		if in.state == StateEncrypted && now.Sub(in.lastSent) >= idleCompact && now.Sub(in.lastRecv) >= idleCompact {
+			in.keys.compact()
 		}
 	}
 	if c.resendArmed && now.Sub(c.lastTextAt) >= resendWindow {

@@ -1,6 +1,7 @@
 package otrcore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -168,6 +169,32 @@ func (h msgHeader) add(b *cryptobyte.Builder) {
 		b.AddUint32(h.senderTag)
 		b.AddUint32(h.receiverTag)
 	}
+}
+
+// encodedLen is the size of the header on the wire.
+func (h msgHeader) encodedLen() int {
+	if h.version == protocolV3 {
+		return headerLenV3
+	}
+	return headerLenV2
+}
+
+// appendTo appends the header, as add does.
+func (h msgHeader) appendTo(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, h.version)
+	dst = append(dst, h.msgType)
+	if h.version == protocolV3 {
+		dst = binary.BigEndian.AppendUint32(dst, h.senderTag)
+		dst = binary.BigEndian.AppendUint32(dst, h.receiverTag)
+	}
+	return dst
+}
+
+// appendLengthPrefixed appends d with a 4-byte big-endian length: a DATA
+// field, or an MPI when d is a minimal magnitude.
+func appendLengthPrefixed(dst, d []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(d)))
+	return append(dst, d...)
 }
 
 // parseHeader decodes the header of a binary message and returns the rest

@@ -229,6 +229,7 @@ func (n *network) shutdown() {
 		n.otrShutdown()
 		n.up.Send(formatMessage(msg("", "QUIT", "otrbnc shutting down")))
 	}
+	n.otr.acct.DHKeys.Wipe()
 	for _, dc := range n.downstreams {
 		dc.write(msg(serverName, "ERROR", "otrbnc is shutting down"))
 	}

@@ -180,6 +180,7 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 		return
 	}
 	n.echoToClients(dc, "PRIVMSG", target, text, ctags)
+	n.prepareKeys(p)
 }
 
 // privateFromPeer handles a private PRIVMSG (not CTCP) from a peer; tags are
@@ -225,6 +226,9 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 		}
 	}
 	n.applyPeerResult(p, res)
+	if res.Encrypted {
+		n.prepareKeys(p)
+	}
 }
 
 // clearTextWarning explains why clear text from p was marked when no
@@ -254,8 +258,27 @@ func (n *network) clearActionFromPeer(m *irc.Message, body string) {
 	}
 }
 
-// otrTick drives the engine's timers (heartbeats, AKE expiry) and sums
-// up the notices held back in the last minute.
+// dhKeyPoolSize is how many DH key pairs a network keeps ready for key
+// rotation and AKEs (otrcore.DHKeyPool), and dhKeysPerTick how many the
+// tick computes at most (about 125 µs each), so the owner goroutine
+// never spends long on them at once.
+const (
+	dhKeyPoolSize = 16
+	dhKeysPerTick = 4
+)
+
+// prepareKeys derives ahead of need the session keys of p's next
+// messages each way (otrcore's PrepareKeys). It runs once the lines of a
+// message have been queued or its text delivered, so the work overlaps
+// with the message's trip instead of delaying the next one.
+func (n *network) prepareKeys(p *otrPeer) {
+	if _, err := p.conv.PrepareKeys(); err != nil {
+		n.logger.Debug("OTR key preparation failed", "peer", p.nick, "err", err)
+	}
+}
+
+// otrTick drives the engine's timers (heartbeats, AKE expiry), sums up
+// the notices held back in the last minute and tops up the DH key pool.
 func (n *network) otrTick() {
 	n.tickNotices()
 	now := n.now()
@@ -268,6 +291,9 @@ func (n *network) otrTick() {
 		n.tickAsked(p, now)
 	}
 	n.expirePeers(now)
+	if _, err := n.otr.acct.DHKeys.Fill(dhKeysPerTick); err != nil {
+		n.logger.Warn("OTR key pool", "err", err)
+	}
 }
 
 // otrReconnected restarts the AKE with peers that have queued messages:

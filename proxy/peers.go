@@ -134,7 +134,7 @@ func newOTRState(n *network) (*otrState, error) {
 	}
 	o := &otrState{
 		id:       id,
-		acct:     &otrcore.Account{Key: id.Key, InstanceTag: id.InstanceTag, Trust: id.Trust},
+		acct:     &otrcore.Account{Key: id.Key, InstanceTag: id.InstanceTag, Trust: id.Trust, DHKeys: otrcore.NewDHKeyPool(dhKeyPoolSize, nil)},
 		policy:   pol,
 		policies: map[string]otrcore.Policy{},
 		peers:    map[string]*otrPeer{},

@@ -78,10 +78,12 @@ func (r BenchResult) String() string {
 }
 
 // ReportMetrics adds r to b's output as custom metrics, so a Go benchmark
-// can show libotr's figure next to its own: "libotr-ns/op" (the median)
+// can show libotr's figure next to its own: "libotr-ns/op" (the median),
+// "libotr-mean-ns/op" (the mean, to set against a Go benchmark's ns/op)
 // and, for BenchHeap, "libotr-B/pair".
 func (r BenchResult) ReportMetrics(b *testing.B) {
 	b.ReportMetric(float64(r.Median.Nanoseconds()), "libotr-ns/op")
+	b.ReportMetric(float64(r.Mean.Nanoseconds()), "libotr-mean-ns/op")
 	if r.HeapBytesPerPair > 0 {
 		b.ReportMetric(r.HeapBytesPerPair, "libotr-B/pair")
 	}
