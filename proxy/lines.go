@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,13 @@ func (lr *lineReader) readLine() (string, error) {
 	default:
 		return "", err
 	}
+}
+
+// hasLine reports whether a whole line is buffered, so that readLine
+// returns without reading from the connection.
+func (lr *lineReader) hasLine() bool {
+	b, _ := lr.br.Peek(lr.br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // parseLine parses one IRC line. It never panics, whatever the input

@@ -22,6 +22,11 @@ type (
 		uc *ircConn
 		m  *irc.Message
 	}
+	// evUpstreamMsgs are messages that arrived together.
+	evUpstreamMsgs struct {
+		uc *ircConn
+		ms []*irc.Message
+	}
 	evUpstreamDown struct {
 		uc    *ircConn
 		err   error
@@ -35,6 +40,10 @@ type (
 	evDownstreamMsg    struct {
 		dc *downstream
 		m  *irc.Message
+	}
+	evDownstreamMsgs struct {
+		dc *downstream
+		ms []*irc.Message
 	}
 	evDownstreamDetach struct{ dc *downstream }
 	// evCall runs f in the owner goroutine (tests, introspection).
@@ -94,6 +103,9 @@ type network struct {
 	genkey       genkeyState
 	notices      noticeLimiter // peer-caused notices this minute
 	mem          peerMemory    // what other nicks make us hold (peermem.go)
+	// out is what handling the current event wrote to connections,
+	// flushed when it is done (see ircConn.writeDirect).
+	out outputBatch
 
 	// stateDir holds the settings file; saved is what it holds.
 	stateDir string
@@ -203,6 +215,7 @@ func (n *network) run(ctx context.Context) {
 			n.handleEvent(ev)
 		case <-ticker.C:
 			n.otrTick()
+			n.out.flush()
 		case <-ctx.Done():
 			n.shutdown()
 			cancelConn()
@@ -232,6 +245,7 @@ func (n *network) shutdown() {
 	for _, dc := range n.downstreams {
 		dc.write(msg(serverName, "ERROR", "otrbnc is shutting down"))
 	}
+	n.out.flush()
 	done := make(chan struct{}, len(n.downstreams)+1)
 	if n.up != nil {
 		go func(uc *ircConn) { uc.Shutdown(timeout); done <- struct{}{} }(n.up)
@@ -247,6 +261,7 @@ func (n *network) shutdown() {
 	n.up = nil
 }
 
+// handleEvent handles one event, then writes what it produced.
 func (n *network) handleEvent(ev any) {
 	switch e := ev.(type) {
 	case evUpstreamUp:
@@ -254,6 +269,12 @@ func (n *network) handleEvent(ev any) {
 	case evUpstreamMsg:
 		if e.uc == n.up {
 			n.handleUpstream(e.m)
+		}
+	case evUpstreamMsgs:
+		for _, m := range e.ms {
+			if e.uc == n.up {
+				n.handleUpstream(m)
+			}
 		}
 	case evUpstreamDown:
 		if e.uc == n.up {
@@ -269,12 +290,18 @@ func (n *network) handleEvent(ev any) {
 		n.attach(e.dc)
 	case evDownstreamMsg:
 		n.handleDownstream(e.dc, e.m)
+	case evDownstreamMsgs:
+		for _, m := range e.ms {
+			n.handleDownstream(e.dc, m)
+		}
 	case evDownstreamDetach:
 		n.detach(e.dc)
 	case evCall:
 		e.f(n)
+		n.out.flush()
 		close(e.done)
 	}
+	n.out.flush()
 }
 
 // selfPrefix is our full prefix as far as we know it.
