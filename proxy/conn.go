@@ -252,39 +252,50 @@ const (
 )
 
 // writeDirect takes lines for a direct write, or reports false (then the
-// caller queues them).
+// caller queues them). Without an owner it may be called concurrently:
+// the claim on the socket (sendQueue.claimDirect) makes the claimant the
+// only user of held and direct until it releases it.
 func (c *ircConn) writeDirect(lines []string, prio bool) bool {
 	if c.raw == nil || len(lines) == 0 {
 		return false
 	}
 	paced := !prio && c.opts.limiter != nil
-	if c.held {
+	if c.batch != nil && c.held {
+		// The owner adds to what it holds.
 		if paced && !c.opts.limiter.AllowN(time.Now(), len(lines)) {
 			// These wait for the pacer, behind what is held.
 			c.flushHeld()
 			return false
 		}
-	} else {
-		if !c.q.claimDirect() {
-			return false
+		c.appendLines(lines)
+		if len(c.direct) >= directFlushAt {
+			c.flushHeld()
 		}
-		if paced && !c.opts.limiter.AllowN(time.Now(), len(lines)) {
-			c.q.releaseDirect(nil)
-			return false
-		}
-		c.held = true
-		if c.batch != nil {
-			c.batch.conns = append(c.batch.conns, c)
-		}
+		return true
 	}
+	if !c.q.claimDirect() {
+		return false
+	}
+	if paced && !c.opts.limiter.AllowN(time.Now(), len(lines)) {
+		c.q.releaseDirect(nil)
+		return false
+	}
+	c.held = true
+	c.appendLines(lines)
+	if c.batch == nil || len(c.direct) >= directFlushAt {
+		c.flushHeld()
+		return true
+	}
+	c.batch.conns = append(c.batch.conns, c)
+	return true
+}
+
+// appendLines adds lines, CRLF-terminated, to what the connection holds.
+func (c *ircConn) appendLines(lines []string) {
 	for _, l := range lines {
 		c.direct = append(c.direct, l...)
 		c.direct = append(c.direct, '\r', '\n')
 	}
-	if c.batch == nil || len(c.direct) >= directFlushAt {
-		c.flushHeld()
-	}
-	return true
 }
 
 // flushHeld writes what the connection holds and frees the socket; the
@@ -427,10 +438,21 @@ func (c *ircConn) readLoop() {
 	}
 	lr := newLineReader(r, maxLineLen)
 	awaitingPong := false
+	// The silence deadline moves with every line, but is set again only
+	// when a quarter of it has passed (setting it costs a timer update):
+	// a PING goes out after between ¾ and all of pingInterval of silence.
+	var deadline time.Time
+	var deadlineFor time.Duration
 	setDeadline := func(d time.Duration) {
-		if d > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(d))
+		if d <= 0 {
+			return
 		}
+		now := time.Now()
+		if d == deadlineFor && deadline.Sub(now) > d-d/4 {
+			return
+		}
+		deadline, deadlineFor = now.Add(d), d
+		_ = c.nc.SetReadDeadline(deadline)
 	}
 	setDeadline(c.opts.pingInterval)
 	var ready []*irc.Message
