@@ -64,7 +64,8 @@ func (dc *downstream) write(ms ...*irc.Message) {
 		select {
 		case <-dc.conn.Done(): // already gone; its reader reports the detach
 		default:
-			dc.logger.Warn("client too slow; disconnecting")
+			user, peer, _ := dc.conn.q.stats()
+			dc.logger.Warn("client too slow; disconnecting", "queued", user+peer)
 			dc.conn.Close()
 		}
 	}

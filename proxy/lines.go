@@ -139,7 +139,79 @@ func formatMessage(m *irc.Message) string {
 			m.Params[i] = stripBytes(p, "\x00\r\n")
 		}
 	}
-	return m.String()
+	if len(m.Tags) > 0 {
+		return m.String()
+	}
+	return formatUntagged(m)
+}
+
+// formatUntagged is irc.Message.String for a message without tags, byte
+// for byte, in one allocation.
+func formatUntagged(m *irc.Message) string {
+	p := m.Prefix
+	if p != nil && p.Name == "" {
+		p = nil
+	}
+	size := len(m.Command)
+	if p != nil {
+		size += 2 + prefixLen(p)
+	}
+	for _, a := range m.Params {
+		size += 2 + len(a)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	if p != nil {
+		b.WriteByte(':')
+		writePrefix(&b, p)
+		b.WriteByte(' ')
+	}
+	b.WriteString(m.Command)
+	if len(m.Params) > 0 {
+		for _, a := range m.Params[:len(m.Params)-1] {
+			b.WriteByte(' ')
+			b.WriteString(a)
+		}
+		trailing := m.Params[len(m.Params)-1]
+		if trailing == "" || strings.IndexByte(trailing, ' ') >= 0 || trailing[0] == ':' {
+			b.WriteString(" :")
+		} else {
+			b.WriteByte(' ')
+		}
+		b.WriteString(trailing)
+	}
+	return b.String()
+}
+
+// prefixLen is len(p.String()).
+func prefixLen(p *irc.Prefix) int {
+	n := len(p.Name)
+	if p.User != "" {
+		n += 1 + len(p.User)
+	}
+	if p.Host != "" {
+		n += 1 + len(p.Host)
+	}
+	return n
+}
+
+// writePrefix writes p as p.String() does.
+func writePrefix(b *strings.Builder, p *irc.Prefix) {
+	b.WriteString(p.Name)
+	if p.User != "" {
+		b.WriteByte('!')
+		b.WriteString(p.User)
+	}
+	if p.Host != "" {
+		b.WriteByte('@')
+		b.WriteString(p.Host)
+	}
+}
+
+// prefixReparses reports whether irc.ParsePrefix(p.String()) equals *p:
+// true unless the name holds '!' or '@', or the user '@'.
+func prefixReparses(p *irc.Prefix) bool {
+	return strings.IndexAny(p.Name, "!@") < 0 && strings.IndexByte(p.User, '@') < 0
 }
 
 func stripBytes(s, cut string) string {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"gopkg.in/irc.v4"
 )
 
 func TestLineReaderBounds(t *testing.T) {
@@ -134,6 +136,67 @@ func FuzzSplitText(f *testing.F) {
 		clean := strings.NewReplacer("\r", "", "\n", "", "\x00", "").Replace(strings.ToValidUTF8(s, "\uFFFD"))
 		if strings.Join(pieces, "") != clean {
 			t.Fatalf("pieces %q lose text of %q", pieces, s)
+		}
+	})
+}
+
+// FuzzFormatUntagged: formatMessage's own encoding of a message without
+// tags is irc.v4's, byte for byte; and prefixReparses says truly when a
+// prefix reads back as itself.
+func FuzzFormatUntagged(f *testing.F) {
+	f.Add("nick", "user", "host", "PRIVMSG", "#chan", "hello there", 2)
+	f.Add("", "", "", "PING", "", ":x", 1)
+	f.Add("srv.example", "", "", "001", "alice", "", 2)
+	f.Add("a!b", "c@d", "e", "NOTICE", "x", "y", 3)
+	f.Add("n", "", "h", "PRIVMSG", "bob", ":colon", 2)
+	f.Fuzz(func(t *testing.T, name, user, host, cmd, p1, p2 string, nparams int) {
+		m := &irc.Message{Tags: irc.Tags{}, Prefix: &irc.Prefix{Name: name, User: user, Host: host}, Command: cmd}
+		switch nparams % 4 {
+		case 1:
+			m.Params = []string{p2}
+		case 2:
+			m.Params = []string{p1, p2}
+		case 3:
+			m.Params = []string{p1, p1, p2}
+		}
+		if got, want := formatUntagged(m), m.String(); got != want {
+			t.Fatalf("formatUntagged = %q, irc.v4 = %q", got, want)
+		}
+		m.Prefix = nil
+		if got, want := formatUntagged(m), m.String(); got != want {
+			t.Fatalf("without prefix: formatUntagged = %q, irc.v4 = %q", got, want)
+		}
+		p := &irc.Prefix{Name: name, User: user, Host: host}
+		if prefixLen(p) != len(p.String()) {
+			t.Fatalf("prefixLen %d, len(String) %d", prefixLen(p), len(p.String()))
+		}
+		if prefixReparses(p) && *irc.ParsePrefix(p.String()) != *p {
+			t.Fatalf("%+v does not read back as itself: %+v", *p, *irc.ParsePrefix(p.String()))
+		}
+	})
+}
+
+// FuzzFold: folding without a copy when nothing changes gives what the
+// byte-by-byte mapping gives.
+func FuzzFold(f *testing.F) {
+	f.Add("Alice[]~")
+	f.Add("bob")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, cm := range []casemapping{caseRFC1459, caseASCII, caseStrictRFC1459} {
+			want := []byte(s)
+			for i, c := range want {
+				switch {
+				case c >= 'A' && c <= 'Z':
+					want[i] = c + 32
+				case cm != caseASCII && c >= '[' && c <= ']':
+					want[i] = c + 32
+				case cm == caseRFC1459 && c == '~':
+					want[i] = '^'
+				}
+			}
+			if got := cm.fold(s); got != string(want) {
+				t.Fatalf("fold(%q) under %v = %q, want %q", s, cm, got, want)
+			}
 		}
 	})
 }

@@ -168,6 +168,11 @@ func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 
 // post hands an event to the owner goroutine; false once it is gone.
 func (n *network) post(ctx context.Context, ev any) bool {
+	select { // the common case, without a three-way select
+	case n.events <- ev:
+		return true
+	default:
+	}
 	select {
 	case n.events <- ev:
 		return true
