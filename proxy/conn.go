@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -427,16 +426,10 @@ func (w deadlineWriter) Write(b []byte) (int, error) {
 const readBatchMax = 32
 
 // readLoop reads, parses and delivers lines. The messages of lines that
-// arrived together (already in the read buffer) are delivered together,
-// at most readBatchMax at a time, and always before the reader waits for
-// the socket again.
+// arrived together are delivered together, at most readBatchMax at a
+// time, and always before the reader waits for the socket again.
 func (c *ircConn) readLoop() {
 	defer close(c.in)
-	var r io.Reader = c.nc
-	if c.raw != nil {
-		r = c.raw
-	}
-	lr := newLineReader(r, maxLineLen)
 	awaitingPong := false
 	// The silence deadline moves with every line, but is set again only
 	// when a quarter of it has passed (setting it costs a timer update):
@@ -456,43 +449,81 @@ func (c *ircConn) readLoop() {
 	}
 	setDeadline(c.opts.pingInterval)
 	var ready []*irc.Message
-	for {
-		if len(ready) > 0 && (len(ready) >= readBatchMax || !lr.hasLine()) {
-			if !c.deliver(ready) {
-				return
+	var r lineHandler
+	r = lineHandler{
+		line: func(line string) bool {
+			awaitingPong = false
+			setDeadline(c.opts.pingInterval)
+			m, perr := parseLine(line)
+			if perr != nil {
+				if !errors.Is(perr, irc.ErrZeroLengthMessage) {
+					c.opts.logger.Debug("discarded an unparsable line", "err", perr)
+				}
+				return true
 			}
-			clear(ready)
-			ready = ready[:0]
-		}
-		line, err := lr.readLine()
-		if err != nil {
+			ready = append(ready, m)
+			return len(ready) < readBatchMax || r.flush()
+		},
+		tooLong: func() { c.opts.logger.Warn("discarded an over-long line", "limit", maxLineLen) },
+		// err says whether reading goes on after err.
+		err: func(err error) bool {
 			var ne net.Error
 			switch {
-			case errors.Is(err, errLineTooLong):
-				c.opts.logger.Warn("discarded an over-long line", "limit", maxLineLen)
-				continue
 			case errors.As(err, &ne) && ne.Timeout() && c.opts.pingInterval > 0 && !awaitingPong:
 				awaitingPong = true
 				// Queued, never written directly: the connection's owner
 				// may be writing.
 				c.q.pushPriority("PING :otrbnc")
 				setDeadline(c.opts.pingTimeout)
-				continue
+				return true
 			case errors.As(err, &ne) && ne.Timeout() && awaitingPong:
 				err = errors.New("ping timeout: the connection is dead")
 			}
 			c.closeWith(err)
+			return false
+		},
+	}
+	r.flush = func() bool {
+		if len(ready) == 0 {
+			return true
+		}
+		ok := c.deliver(ready)
+		clear(ready)
+		ready = ready[:0]
+		return ok
+	}
+	if c.raw != nil {
+		c.raw.readLines(r)
+		return
+	}
+	lr := newLineReader(c.nc, maxLineLen)
+	for {
+		if !lr.hasLine() && !r.flush() {
 			return
 		}
-		awaitingPong = false
-		setDeadline(c.opts.pingInterval)
-		m, perr := parseLine(line)
-		if perr != nil {
-			if !errors.Is(perr, irc.ErrZeroLengthMessage) {
-				c.opts.logger.Debug("discarded an unparsable line", "err", perr)
+		line, err := lr.readLine()
+		switch {
+		case errors.Is(err, errLineTooLong):
+			r.tooLong()
+		case err != nil:
+			if !r.err(err) {
+				return
 			}
-			continue
+		case !r.line(line):
+			return
 		}
-		ready = append(ready, m)
 	}
+}
+
+// lineHandler is what a connection's reader does with what it reads.
+type lineHandler struct {
+	// line handles one line; false stops reading.
+	line func(line string) bool
+	// tooLong reports a line over maxLineLen, discarded.
+	tooLong func()
+	// flush is called when no whole line is left to read before waiting
+	// for the socket; false stops reading.
+	flush func() bool
+	// err handles a read error; false stops reading.
+	err func(error) bool
 }

@@ -57,6 +57,62 @@ func (lr *lineReader) readLine() (string, error) {
 	}
 }
 
+// lineBuffer frames lines exactly as lineReader does, from bytes read
+// into it by the caller (rawSocket.readLines): lines of at most max bytes
+// with their LF, longer ones discarded up to their LF and reported once.
+type lineBuffer struct {
+	buf  []byte // max+1 bytes, like lineReader's buffer
+	r, w int    // unread bytes are buf[r:w]
+	max  int
+	// skipping discards an over-long line up to its LF.
+	skipping bool
+}
+
+func newLineBuffer(max int) *lineBuffer {
+	return &lineBuffer{buf: make([]byte, max+1), max: max}
+}
+
+// space returns where the next read goes (never empty).
+func (lb *lineBuffer) space() []byte {
+	if lb.r > 0 {
+		lb.w = copy(lb.buf, lb.buf[lb.r:lb.w])
+		lb.r = 0
+	}
+	return lb.buf[lb.w:]
+}
+
+// wrote records n bytes read into space().
+func (lb *lineBuffer) wrote(n int) { lb.w += n }
+
+// next returns the next whole line without its CR/LF (ok), or reports an
+// over-long line discarded (tooLong); ok is false when no whole line is
+// buffered.
+func (lb *lineBuffer) next() (line string, tooLong, ok bool) {
+	i := bytes.IndexByte(lb.buf[lb.r:lb.w], '\n')
+	if lb.skipping {
+		if i < 0 {
+			lb.r, lb.w = 0, 0
+			return "", false, false
+		}
+		lb.r += i + 1
+		lb.skipping = false
+		return "", true, true
+	}
+	if i < 0 {
+		if lb.w-lb.r == len(lb.buf) { // full, and no LF: too long
+			lb.r, lb.w = 0, 0
+			lb.skipping = true
+		}
+		return "", false, false
+	}
+	b := lb.buf[lb.r : lb.r+i+1]
+	lb.r += i + 1
+	if len(b) > lb.max {
+		return "", true, true
+	}
+	return strings.TrimRight(string(b), "\r\n"), false, true
+}
+
 // hasLine reports whether a whole line is buffered, so that readLine
 // returns without reading from the connection.
 func (lr *lineReader) hasLine() bool {

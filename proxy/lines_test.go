@@ -200,3 +200,60 @@ func FuzzFold(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLineBufferMatchesLineReader: the raw socket reader's framing
+// (lineBuffer, fed in arbitrary pieces) gives exactly the lines and
+// over-long reports of lineReader on the same bytes.
+func FuzzLineBufferMatchesLineReader(f *testing.F) {
+	f.Add([]byte("PING :a\r\nPRIVMSG b :c\n\nx"), []byte{3, 1, 200}, 16)
+	f.Add(bytes.Repeat([]byte("y"), 40), []byte{7}, 16)
+	f.Add([]byte(strings.Repeat("z", 17)+"\n"+strings.Repeat("w", 16)+"\nok\n"), []byte{5, 30}, 16)
+	f.Fuzz(func(t *testing.T, data, pieces []byte, max int) {
+		if max < 1 || max > 64 {
+			return
+		}
+		var want []string
+		lr := newLineReader(bytes.NewReader(data), max)
+		for {
+			line, err := lr.readLine()
+			if errors.Is(err, errLineTooLong) {
+				want = append(want, "<too long>")
+				continue
+			}
+			if err != nil {
+				break
+			}
+			want = append(want, "="+line)
+		}
+		var got []string
+		lb := newLineBuffer(max)
+		rest := data
+		for i := 0; len(rest) > 0; i++ {
+			space := lb.space()
+			if len(space) == 0 {
+				t.Fatal("no space to read into")
+			}
+			n := len(space)
+			if len(pieces) > 0 {
+				n = min(n, int(pieces[i%len(pieces)])+1)
+			}
+			n = copy(space[:n], rest)
+			rest = rest[n:]
+			lb.wrote(n)
+			for {
+				line, tooLong, ok := lb.next()
+				if !ok {
+					break
+				}
+				if tooLong {
+					got = append(got, "<too long>")
+				} else {
+					got = append(got, "="+line)
+				}
+			}
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("lineBuffer %q\nlineReader %q", got, want)
+		}
+	})
+}

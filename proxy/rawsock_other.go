@@ -10,6 +10,6 @@ type rawSocket struct{}
 
 func newRawSocket(net.Conn) *rawSocket { return nil }
 
-func (*rawSocket) Read([]byte) (int, error) { return 0, nil }
+func (*rawSocket) readLines(lineHandler) {}
 
 func (*rawSocket) write([]byte) (int, error) { return 0, nil }

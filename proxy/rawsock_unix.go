@@ -48,32 +48,63 @@ func rawCall(trap, fd uintptr, b []byte) (int, syscall.Errno) {
 	}
 }
 
-// Read reads what the socket holds, waiting in Go's poller (with the
-// connection's read deadline) when it holds nothing.
-func (s *rawSocket) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var n int
-	var rerr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		m, e := rawCall(syscall.SYS_READ, fd, p)
-		switch {
-		case e == syscall.EAGAIN:
-			return false // wait for the poller
-		case e != 0:
-			rerr = e
-		case m == 0:
-			rerr = io.EOF
-		default:
-			n = m
+// readLines reads lines into h until h or an error stops it, with one
+// read(2) per arrival: after a read that did not fill the buffer (the
+// socket had nothing more) it waits for the poller instead of trying
+// again, which would only return EAGAIN. That is safe only within one
+// RawConn.Read call, which keeps the poller's readiness: data that came
+// after the read has marked the socket ready, so the wait returns at once.
+func (s *rawSocket) readLines(h lineHandler) {
+	lb := newLineBuffer(maxLineLen)
+	for {
+		stop := false
+		var rerr error
+		err := s.rc.Read(func(fd uintptr) bool {
+			for {
+				space := lb.space()
+				n, e := rawCall(syscall.SYS_READ, fd, space)
+				switch {
+				case e == syscall.EAGAIN:
+					return false // wait for the poller
+				case e != 0:
+					rerr = e
+					return true
+				case n == 0:
+					rerr = io.EOF
+					return true
+				}
+				lb.wrote(n)
+				for {
+					line, tooLong, ok := lb.next()
+					if !ok {
+						break
+					}
+					if tooLong {
+						h.tooLong()
+					} else if !h.line(line) {
+						stop = true
+						return true
+					}
+				}
+				if !h.flush() {
+					stop = true
+					return true
+				}
+				if n < len(space) {
+					return false // drained: wait for more
+				}
+			}
+		})
+		if stop {
+			return
 		}
-		return true
-	})
-	if err != nil {
-		return 0, err
+		if err == nil {
+			err = rerr
+		}
+		if !h.err(err) {
+			return
+		}
 	}
-	return n, rerr
 }
 
 // write writes what the socket takes now, never waiting: n < len(b) with
