@@ -50,7 +50,7 @@ type ircConn struct {
 
 	// sink, once set, receives what the reader reads instead of in;
 	// sinkSet is closed when it is set (deliverTo).
-	sink    atomic.Pointer[func([]*irc.Message) bool]
+	sink    atomic.Pointer[func([]*irc.Message, <-chan struct{}) bool]
 	sinkSet chan struct{}
 	sinkOne sync.Once
 	// raw writes to the socket without blocking (nil when the connection
@@ -108,10 +108,12 @@ func (c *ircConn) In() <-chan *irc.Message { return c.in }
 // over, a message goes from the socket to the network's owner goroutine
 // with no goroutine in between. f gets the messages that arrived together
 // (at least one); it must not keep the slice. f returning false makes the
-// reader stop (the network is shutting down). Only the goroutine that was
-// receiving from In may call it, once it has stopped receiving; In is
-// closed when the reader stops.
-func (c *ircConn) deliverTo(f func([]*irc.Message) bool) {
+// reader stop (the network is shutting down). If f has to wait, it must
+// give up when closed is closed (the connection is closing: a raw
+// socket's reader delivers from inside RawConn.Read, which Close waits
+// for). Only the goroutine that was receiving from In may call deliverTo,
+// once it has stopped receiving; In is closed when the reader stops.
+func (c *ircConn) deliverTo(f func(ms []*irc.Message, closed <-chan struct{}) bool) {
 	c.sinkOne.Do(func() {
 		c.sink.Store(&f)
 		close(c.sinkSet)
@@ -122,7 +124,7 @@ func (c *ircConn) deliverTo(f func([]*irc.Message) bool) {
 func (c *ircConn) deliver(ms []*irc.Message) bool {
 	for len(ms) > 0 {
 		if f := c.sink.Load(); f != nil {
-			return (*f)(ms)
+			return (*f)(ms, c.done)
 		}
 		select {
 		case c.in <- ms[0]:

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -64,7 +65,7 @@ func TestConnDeliverToKeepsOrder(t *testing.T) {
 	}
 	var mu sync.Mutex
 	batches := 0
-	c.deliverTo(func(ms []*irc.Message) bool {
+	c.deliverTo(func(ms []*irc.Message, _ <-chan struct{}) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		batches++
@@ -223,5 +224,48 @@ func TestConnSlowPeerIsDropped(t *testing.T) {
 	}
 	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "timeout") {
 		t.Errorf("closed with %v, want a write timeout", err)
+	}
+}
+
+// TestConnCloseWhileOwnerBusy: closing a connection whose reader is
+// waiting for a busy owner (its event channel full) returns at once and
+// stops the reader. A raw socket's reader delivers from inside
+// RawConn.Read, which Close waits for; the wait must end with the close.
+func TestConnCloseWhileOwnerBusy(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	c := newIRCConn(a, connOptions{})
+	n := &network{events: make(chan any), stopped: make(chan struct{})} // nobody receives
+	entered := make(chan struct{}, 1)
+	c.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		return n.postUnless(context.Background(), evUpstreamMsg{uc: c, m: ms[0]}, closed)
+	})
+	b.Write([]byte("PING :1\r\n"))
+	select {
+	case <-entered:
+	case <-time.After(testTimeout):
+		t.Fatal("the reader never delivered")
+	}
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(testTimeout):
+		t.Fatal("Close blocked behind a reader waiting for the owner")
+	}
+	select {
+	case _, ok := <-c.In():
+		if ok {
+			t.Fatal("message on In")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the reader did not stop")
 	}
 }

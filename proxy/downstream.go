@@ -127,11 +127,11 @@ func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 	}
 	// From now on the reader posts each message itself; this goroutine
 	// waits for the end.
-	dc.conn.deliverTo(func(ms []*irc.Message) bool {
+	dc.conn.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
 		if len(ms) == 1 {
-			return n.post(ctx, evDownstreamMsg{dc: dc, m: ms[0]})
+			return n.postUnless(ctx, evDownstreamMsg{dc: dc, m: ms[0]}, closed)
 		}
-		return n.post(ctx, evDownstreamMsgs{dc: dc, ms: slices.Clone(ms)})
+		return n.postUnless(ctx, evDownstreamMsgs{dc: dc, ms: slices.Clone(ms)}, closed)
 	})
 	for range dc.conn.In() {
 	}

@@ -167,8 +167,12 @@ func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 }
 
 // post hands an event to the owner goroutine; false once it is gone.
-func (n *network) post(ctx context.Context, ev any) bool {
-	select { // the common case, without a three-way select
+func (n *network) post(ctx context.Context, ev any) bool { return n.postUnless(ctx, ev, nil) }
+
+// postUnless is post that also gives up when closed is closed (a
+// connection's reader whose connection is closing; see deliverTo).
+func (n *network) postUnless(ctx context.Context, ev any, closed <-chan struct{}) bool {
+	select { // the common case, without a four-way select
 	case n.events <- ev:
 		return true
 	default:
@@ -179,6 +183,8 @@ func (n *network) post(ctx context.Context, ev any) bool {
 	case <-ctx.Done():
 		return false
 	case <-n.stopped:
+		return false
+	case <-closed:
 		return false
 	}
 }

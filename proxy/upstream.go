@@ -66,13 +66,17 @@ func (n *network) upstreamLoop(ctx context.Context) {
 		// From now on the reader posts each message itself (no goroutine
 		// in between); this one waits for the end.
 		refused := false
-		uc.deliverTo(func(ms []*irc.Message) bool {
+		uc.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
 			var ev any = evUpstreamMsgs{uc: uc, ms: slices.Clone(ms)}
 			if len(ms) == 1 {
 				ev = evUpstreamMsg{uc: uc, m: ms[0]}
 			}
-			if !n.post(ctx, ev) {
-				refused = true
+			if !n.postUnless(ctx, ev, closed) {
+				select {
+				case <-closed: // the connection ends: handled below
+				default:
+					refused = true
+				}
 				return false
 			}
 			return true
