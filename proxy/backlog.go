@@ -182,13 +182,28 @@ func (b *backlogStore) minCursor() uint64 {
 	return low
 }
 
+// wanted reports whether the next line added will be kept: false when
+// every known identity is attached (and so sees it live).
+func (b *backlogStore) wanted() bool {
+	if len(b.ids) == 0 {
+		return true
+	}
+	for _, id := range b.ids {
+		if id.attached == 0 && id.cursor <= b.seq {
+			return true
+		}
+	}
+	return false
+}
+
 // add keeps a line for target key (folded) unless every known identity
 // is attached (and so sees it live).
 func (b *backlogStore) add(key string, channel bool, l backlogLine) {
-	b.seq++
-	if len(b.ids) > 0 && b.minCursor() >= b.seq {
+	if !b.wanted() {
+		b.seq++
 		return
 	}
+	b.seq++
 	l.seq = b.seq
 	l.size = lineSize(l)
 	t := b.targets[key]
@@ -432,6 +447,10 @@ func (n *network) channelKey(target string) string {
 func (n *network) keep(m *irc.Message) {
 	key, channel, own, toSelf, ok := n.backlogKey(m)
 	if !ok {
+		return
+	}
+	if !n.backlog.wanted() {
+		n.backlog.seq++ // every known identity sees it live (as add)
 		return
 	}
 	at := n.now()

@@ -42,6 +42,9 @@ const (
 	// envPerf names a directory: when set, measured phases of otrbnc (and
 	// ZNC) are recorded with perf into it (see profiler).
 	envPerf = "OTRBNC_BENCH_PERF"
+	// envOtrbncEnv lists VAR=value pairs (space-separated) added to the
+	// environment of the otrbnc processes only.
+	envOtrbncEnv = "OTRBNC_BENCH_ENV"
 )
 
 // ---------------------------------------------------------------------
@@ -152,6 +155,9 @@ func startOtrbnc(tb testing.TB, bin string, cfg otrbncConfig) *bouncer {
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
 	cmd.Env = append(os.Environ(), cfg.env...)
+	// OTRBNC_BENCH_ENV adds variables to otrbnc's environment only (e.g.
+	// "GOMAXPROCS=1 GOGC=50"), to compare runtime settings.
+	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv(envOtrbncEnv))...)
 	log := newProcLog()
 	cmd.Stderr = log
 	cmd.Stdout = log

@@ -139,6 +139,9 @@ rate_interval = "1us"
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
 	cmd.Stderr = os.Stderr
+	// As in the process-level harness: OTRBNC_BENCH_ENV adds variables to
+	// otrbnc's environment only.
+	cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("OTRBNC_BENCH_ENV"))...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -183,6 +183,9 @@ func formatServerTime(t time.Time) string { return t.UTC().Format(serverTimeForm
 
 // parseServerTime parses a time tag value.
 func parseServerTime(s string) (time.Time, bool) {
+	if s == "" {
+		return time.Time{}, false // the common case, without a parse error
+	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, false

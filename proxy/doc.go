@@ -8,9 +8,14 @@
 // Every connection has exactly one reader goroutine and one writer
 // goroutine (ircConn, conn.go). Each network has one owner goroutine
 // (network.run) that holds all IRC state and every otrcore.Conversation;
-// the engine is not safe for concurrent use and never needs to be. Readers
-// hand parsed messages to the owner over a channel; the owner queues
-// batches of lines to writers without blocking. Lines read from the
+// the engine is not safe for concurrent use and never needs to be. Once a
+// connection is registered its reader posts each parsed message straight
+// to the owner's event channel (bounded: a busy owner slows the readers
+// down); the owner hands batches of lines to connections without
+// blocking: when nothing is queued and the socket takes them at once it
+// writes them itself with one non-blocking system call, otherwise they
+// wait in the connection's queue for its writer. So a line crosses two
+// goroutines, not four. Lines read from the
 // network or from clients are bounded (512 bytes plus the IRCv3 tag
 // budget); longer lines are dropped. A separate goroutine per network
 // (upstreamLoop) dials, registers (CAP, SASL PLAIN or EXTERNAL,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,7 +64,8 @@ func (dc *downstream) write(ms ...*irc.Message) {
 		select {
 		case <-dc.conn.Done(): // already gone; its reader reports the detach
 		default:
-			dc.logger.Warn("client too slow; disconnecting")
+			user, peer, _ := dc.conn.q.stats()
+			dc.logger.Warn("client too slow; disconnecting", "queued", user+peer)
 			dc.conn.Close()
 		}
 	}
@@ -78,10 +80,10 @@ const (
 	queueAuthenticated   = 8192
 )
 
-// downstreamLoop is a client's reader goroutine, the twin of
-// upstreamLoop: it registers and authenticates the client (auth.go),
-// attaches it to its network and posts every message read to the owner
-// goroutine (handleDownstream).
+// downstreamLoop runs a client connection, the twin of upstreamLoop: it
+// registers and authenticates the client (auth.go), attaches it to its
+// network, has the connection's reader post every later message to the
+// owner goroutine (handleDownstream), and reports the detach.
 func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 	id := s.nextClientID.Add(1)
 	logger := s.logger.With("client", id, "addr", nc.RemoteAddr().String())
@@ -123,10 +125,15 @@ func (s *Server) downstreamLoop(ctx context.Context, nc net.Conn) {
 		dc.conn.Close()
 		return
 	}
-	for m := range dc.conn.In() {
-		if !n.post(ctx, evDownstreamMsg{dc: dc, m: m}) {
-			break
+	// From now on the reader posts each message itself; this goroutine
+	// waits for the end.
+	dc.conn.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
+		if len(ms) == 1 {
+			return n.postUnless(ctx, evDownstreamMsg{dc: dc, m: ms[0]}, closed)
 		}
+		return n.postUnless(ctx, evDownstreamMsgs{dc: dc, ms: slices.Clone(ms)}, closed)
+	})
+	for range dc.conn.In() {
 	}
 	dc.conn.Close()
 	n.post(ctx, evDownstreamDetach{dc: dc})
@@ -177,6 +184,7 @@ func replayStamp(t, now time.Time) string {
 
 // attach welcomes a newly registered client.
 func (n *network) attach(dc *downstream) {
+	dc.conn.setOwner(&n.out)
 	n.downstreams = append(n.downstreams, dc)
 	// Like other bouncers, the welcome carries the network's nick, which
 	// clients adopt whatever they registered with.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,69 @@ func (lr *lineReader) readLine() (string, error) {
 	default:
 		return "", err
 	}
+}
+
+// lineBuffer frames lines exactly as lineReader does, from bytes read
+// into it by the caller (rawSocket.readLines): lines of at most max bytes
+// with their LF, longer ones discarded up to their LF and reported once.
+type lineBuffer struct {
+	buf  []byte // max+1 bytes, like lineReader's buffer
+	r, w int    // unread bytes are buf[r:w]
+	max  int
+	// skipping discards an over-long line up to its LF.
+	skipping bool
+}
+
+func newLineBuffer(max int) *lineBuffer {
+	return &lineBuffer{buf: make([]byte, max+1), max: max}
+}
+
+// space returns where the next read goes (never empty).
+func (lb *lineBuffer) space() []byte {
+	if lb.r > 0 {
+		lb.w = copy(lb.buf, lb.buf[lb.r:lb.w])
+		lb.r = 0
+	}
+	return lb.buf[lb.w:]
+}
+
+// wrote records n bytes read into space().
+func (lb *lineBuffer) wrote(n int) { lb.w += n }
+
+// next returns the next whole line without its CR/LF (ok), or reports an
+// over-long line discarded (tooLong); ok is false when no whole line is
+// buffered.
+func (lb *lineBuffer) next() (line string, tooLong, ok bool) {
+	i := bytes.IndexByte(lb.buf[lb.r:lb.w], '\n')
+	if lb.skipping {
+		if i < 0 {
+			lb.r, lb.w = 0, 0
+			return "", false, false
+		}
+		lb.r += i + 1
+		lb.skipping = false
+		return "", true, true
+	}
+	if i < 0 {
+		if lb.w-lb.r == len(lb.buf) { // full, and no LF: too long
+			lb.r, lb.w = 0, 0
+			lb.skipping = true
+		}
+		return "", false, false
+	}
+	b := lb.buf[lb.r : lb.r+i+1]
+	lb.r += i + 1
+	if len(b) > lb.max {
+		return "", true, true
+	}
+	return strings.TrimRight(string(b), "\r\n"), false, true
+}
+
+// hasLine reports whether a whole line is buffered, so that readLine
+// returns without reading from the connection.
+func (lr *lineReader) hasLine() bool {
+	b, _ := lr.br.Peek(lr.br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // parseLine parses one IRC line. It never panics, whatever the input
@@ -131,7 +195,79 @@ func formatMessage(m *irc.Message) string {
 			m.Params[i] = stripBytes(p, "\x00\r\n")
 		}
 	}
-	return m.String()
+	if len(m.Tags) > 0 {
+		return m.String()
+	}
+	return formatUntagged(m)
+}
+
+// formatUntagged is irc.Message.String for a message without tags, byte
+// for byte, in one allocation.
+func formatUntagged(m *irc.Message) string {
+	p := m.Prefix
+	if p != nil && p.Name == "" {
+		p = nil
+	}
+	size := len(m.Command)
+	if p != nil {
+		size += 2 + prefixLen(p)
+	}
+	for _, a := range m.Params {
+		size += 2 + len(a)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	if p != nil {
+		b.WriteByte(':')
+		writePrefix(&b, p)
+		b.WriteByte(' ')
+	}
+	b.WriteString(m.Command)
+	if len(m.Params) > 0 {
+		for _, a := range m.Params[:len(m.Params)-1] {
+			b.WriteByte(' ')
+			b.WriteString(a)
+		}
+		trailing := m.Params[len(m.Params)-1]
+		if trailing == "" || strings.IndexByte(trailing, ' ') >= 0 || trailing[0] == ':' {
+			b.WriteString(" :")
+		} else {
+			b.WriteByte(' ')
+		}
+		b.WriteString(trailing)
+	}
+	return b.String()
+}
+
+// prefixLen is len(p.String()).
+func prefixLen(p *irc.Prefix) int {
+	n := len(p.Name)
+	if p.User != "" {
+		n += 1 + len(p.User)
+	}
+	if p.Host != "" {
+		n += 1 + len(p.Host)
+	}
+	return n
+}
+
+// writePrefix writes p as p.String() does.
+func writePrefix(b *strings.Builder, p *irc.Prefix) {
+	b.WriteString(p.Name)
+	if p.User != "" {
+		b.WriteByte('!')
+		b.WriteString(p.User)
+	}
+	if p.Host != "" {
+		b.WriteByte('@')
+		b.WriteString(p.Host)
+	}
+}
+
+// prefixReparses reports whether irc.ParsePrefix(p.String()) equals *p:
+// true unless the name holds '!' or '@', or the user '@'.
+func prefixReparses(p *irc.Prefix) bool {
+	return strings.IndexAny(p.Name, "!@") < 0 && strings.IndexByte(p.User, '@') < 0
 }
 
 func stripBytes(s, cut string) string {

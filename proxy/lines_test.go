@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"gopkg.in/irc.v4"
 )
 
 func TestLineReaderBounds(t *testing.T) {
@@ -134,6 +136,124 @@ func FuzzSplitText(f *testing.F) {
 		clean := strings.NewReplacer("\r", "", "\n", "", "\x00", "").Replace(strings.ToValidUTF8(s, "\uFFFD"))
 		if strings.Join(pieces, "") != clean {
 			t.Fatalf("pieces %q lose text of %q", pieces, s)
+		}
+	})
+}
+
+// FuzzFormatUntagged: formatMessage's own encoding of a message without
+// tags is irc.v4's, byte for byte; and prefixReparses says truly when a
+// prefix reads back as itself.
+func FuzzFormatUntagged(f *testing.F) {
+	f.Add("nick", "user", "host", "PRIVMSG", "#chan", "hello there", 2)
+	f.Add("", "", "", "PING", "", ":x", 1)
+	f.Add("srv.example", "", "", "001", "alice", "", 2)
+	f.Add("a!b", "c@d", "e", "NOTICE", "x", "y", 3)
+	f.Add("n", "", "h", "PRIVMSG", "bob", ":colon", 2)
+	f.Fuzz(func(t *testing.T, name, user, host, cmd, p1, p2 string, nparams int) {
+		m := &irc.Message{Tags: irc.Tags{}, Prefix: &irc.Prefix{Name: name, User: user, Host: host}, Command: cmd}
+		switch nparams % 4 {
+		case 1:
+			m.Params = []string{p2}
+		case 2:
+			m.Params = []string{p1, p2}
+		case 3:
+			m.Params = []string{p1, p1, p2}
+		}
+		if got, want := formatUntagged(m), m.String(); got != want {
+			t.Fatalf("formatUntagged = %q, irc.v4 = %q", got, want)
+		}
+		m.Prefix = nil
+		if got, want := formatUntagged(m), m.String(); got != want {
+			t.Fatalf("without prefix: formatUntagged = %q, irc.v4 = %q", got, want)
+		}
+		p := &irc.Prefix{Name: name, User: user, Host: host}
+		if prefixLen(p) != len(p.String()) {
+			t.Fatalf("prefixLen %d, len(String) %d", prefixLen(p), len(p.String()))
+		}
+		if prefixReparses(p) && *irc.ParsePrefix(p.String()) != *p {
+			t.Fatalf("%+v does not read back as itself: %+v", *p, *irc.ParsePrefix(p.String()))
+		}
+	})
+}
+
+// FuzzFold: folding without a copy when nothing changes gives what the
+// byte-by-byte mapping gives.
+func FuzzFold(f *testing.F) {
+	f.Add("Alice[]~")
+	f.Add("bob")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, cm := range []casemapping{caseRFC1459, caseASCII, caseStrictRFC1459} {
+			want := []byte(s)
+			for i, c := range want {
+				switch {
+				case c >= 'A' && c <= 'Z':
+					want[i] = c + 32
+				case cm != caseASCII && c >= '[' && c <= ']':
+					want[i] = c + 32
+				case cm == caseRFC1459 && c == '~':
+					want[i] = '^'
+				}
+			}
+			if got := cm.fold(s); got != string(want) {
+				t.Fatalf("fold(%q) under %v = %q, want %q", s, cm, got, want)
+			}
+		}
+	})
+}
+
+// FuzzLineBufferMatchesLineReader: the raw socket reader's framing
+// (lineBuffer, fed in arbitrary pieces) gives exactly the lines and
+// over-long reports of lineReader on the same bytes.
+func FuzzLineBufferMatchesLineReader(f *testing.F) {
+	f.Add([]byte("PING :a\r\nPRIVMSG b :c\n\nx"), []byte{3, 1, 200}, 16)
+	f.Add(bytes.Repeat([]byte("y"), 40), []byte{7}, 16)
+	f.Add([]byte(strings.Repeat("z", 17)+"\n"+strings.Repeat("w", 16)+"\nok\n"), []byte{5, 30}, 16)
+	f.Fuzz(func(t *testing.T, data, pieces []byte, max int) {
+		if max < 1 || max > 64 {
+			return
+		}
+		var want []string
+		lr := newLineReader(bytes.NewReader(data), max)
+		for {
+			line, err := lr.readLine()
+			if errors.Is(err, errLineTooLong) {
+				want = append(want, "<too long>")
+				continue
+			}
+			if err != nil {
+				break
+			}
+			want = append(want, "="+line)
+		}
+		var got []string
+		lb := newLineBuffer(max)
+		rest := data
+		for i := 0; len(rest) > 0; i++ {
+			space := lb.space()
+			if len(space) == 0 {
+				t.Fatal("no space to read into")
+			}
+			n := len(space)
+			if len(pieces) > 0 {
+				n = min(n, int(pieces[i%len(pieces)])+1)
+			}
+			n = copy(space[:n], rest)
+			rest = rest[n:]
+			lb.wrote(n)
+			for {
+				line, tooLong, ok := lb.next()
+				if !ok {
+					break
+				}
+				if tooLong {
+					got = append(got, "<too long>")
+				} else {
+					got = append(got, "="+line)
+				}
+			}
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("lineBuffer %q\nlineReader %q", got, want)
 		}
 	})
 }

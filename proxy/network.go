@@ -22,6 +22,11 @@ type (
 		uc *ircConn
 		m  *irc.Message
 	}
+	// evUpstreamMsgs are messages that arrived together.
+	evUpstreamMsgs struct {
+		uc *ircConn
+		ms []*irc.Message
+	}
 	evUpstreamDown struct {
 		uc    *ircConn
 		err   error
@@ -35,6 +40,10 @@ type (
 	evDownstreamMsg    struct {
 		dc *downstream
 		m  *irc.Message
+	}
+	evDownstreamMsgs struct {
+		dc *downstream
+		ms []*irc.Message
 	}
 	evDownstreamDetach struct{ dc *downstream }
 	// evCall runs f in the owner goroutine (tests, introspection).
@@ -94,6 +103,9 @@ type network struct {
 	genkey       genkeyState
 	notices      noticeLimiter // peer-caused notices this minute
 	mem          peerMemory    // what other nicks make us hold (peermem.go)
+	// out is what handling the current event wrote to connections,
+	// flushed when it is done (see ircConn.writeDirect).
+	out outputBatch
 
 	// stateDir holds the settings file; saved is what it holds.
 	stateDir string
@@ -155,13 +167,24 @@ func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 }
 
 // post hands an event to the owner goroutine; false once it is gone.
-func (n *network) post(ctx context.Context, ev any) bool {
+func (n *network) post(ctx context.Context, ev any) bool { return n.postUnless(ctx, ev, nil) }
+
+// postUnless is post that also gives up when closed is closed (a
+// connection's reader whose connection is closing; see deliverTo).
+func (n *network) postUnless(ctx context.Context, ev any, closed <-chan struct{}) bool {
+	select { // the common case, without a four-way select
+	case n.events <- ev:
+		return true
+	default:
+	}
 	select {
 	case n.events <- ev:
 		return true
 	case <-ctx.Done():
 		return false
 	case <-n.stopped:
+		return false
+	case <-closed:
 		return false
 	}
 }
@@ -203,6 +226,7 @@ func (n *network) run(ctx context.Context) {
 			n.handleEvent(ev)
 		case <-ticker.C:
 			n.otrTick()
+			n.out.flush()
 		case <-ctx.Done():
 			n.shutdown()
 			cancelConn()
@@ -233,6 +257,7 @@ func (n *network) shutdown() {
 	for _, dc := range n.downstreams {
 		dc.write(msg(serverName, "ERROR", "otrbnc is shutting down"))
 	}
+	n.out.flush()
 	done := make(chan struct{}, len(n.downstreams)+1)
 	if n.up != nil {
 		go func(uc *ircConn) { uc.Shutdown(timeout); done <- struct{}{} }(n.up)
@@ -248,6 +273,7 @@ func (n *network) shutdown() {
 	n.up = nil
 }
 
+// handleEvent handles one event, then writes what it produced.
 func (n *network) handleEvent(ev any) {
 	switch e := ev.(type) {
 	case evUpstreamUp:
@@ -255,6 +281,12 @@ func (n *network) handleEvent(ev any) {
 	case evUpstreamMsg:
 		if e.uc == n.up {
 			n.handleUpstream(e.m)
+		}
+	case evUpstreamMsgs:
+		for _, m := range e.ms {
+			if e.uc == n.up {
+				n.handleUpstream(m)
+			}
 		}
 	case evUpstreamDown:
 		if e.uc == n.up {
@@ -270,12 +302,18 @@ func (n *network) handleEvent(ev any) {
 		n.attach(e.dc)
 	case evDownstreamMsg:
 		n.handleDownstream(e.dc, e.m)
+	case evDownstreamMsgs:
+		for _, m := range e.ms {
+			n.handleDownstream(e.dc, m)
+		}
 	case evDownstreamDetach:
 		n.detach(e.dc)
 	case evCall:
 		e.f(n)
+		n.out.flush()
 		close(e.done)
 	}
+	n.out.flush()
 }
 
 // selfPrefix is our full prefix as far as we know it.

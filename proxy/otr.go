@@ -187,7 +187,9 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 // the network's tags of the line.
 func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) {
 	p := n.peer(from.Name)
-	p.prefix = from.Copy()
+	if p.prefix == nil || *p.prefix != *from {
+		p.prefix = from.Copy()
+	}
 	if line := otrcore.Classify(text); line.Kind == otrcore.LineFragment {
 		if line.Piece == 1 {
 			p.fragTags = tags
@@ -370,10 +372,16 @@ func (n *network) deliverToClients(from *irc.Prefix, how delivery, text string) 
 	if how.command == "" {
 		how.command = "PRIVMSG"
 	}
-	prefix := from.String()
+	// Every piece is sent from from as its string form reads back (the
+	// same prefix, unless it holds stray '!' or '@').
+	sender := func() *irc.Prefix { return from.Copy() }
+	if !prefixReparses(from) {
+		s := from.String()
+		sender = func() *irc.Prefix { return irc.ParsePrefix(s) }
+	}
 	// ":" prefix " PRIVMSG " nick " :" text CRLF, plus CTCP wrapping. The
 	// nick budget is the longest nick the network allows us.
-	room := 512 - (1 + len(prefix) + 1 + len(how.command) + 1 + max(len(n.nick), 30) + len(" :") + 2)
+	room := 512 - (1 + prefixLen(from) + 1 + len(how.command) + 1 + max(len(n.nick), 30) + len(" :") + 2)
 	if how.action {
 		room -= len("\x01ACTION \x01")
 	}
@@ -394,7 +402,8 @@ func (n *network) deliverToClients(from *irc.Prefix, how delivery, text string) 
 		if how.action {
 			piece = ctcpAction(piece)
 		}
-		m := msg(prefix, how.command, n.nick, piece)
+		m := msg("", how.command, n.nick, piece)
+		m.Prefix = sender()
 		if i == 0 {
 			for k, v := range how.tags {
 				m.Tags[k] = v

@@ -23,6 +23,12 @@ import "sync"
 // The lines of one batch (the fragments of one OTR message) are written
 // back to back. The queue is safe for concurrent use: the owner goroutine
 // pushes, the connection's writer pops.
+//
+// The queue also says who writes to the socket: nobody, the writer
+// goroutine (from the moment it takes something until it has flushed it
+// and found the queue empty), or a sender writing directly, which it may
+// only do when nobody writes and nothing waits (claimDirect). What a
+// direct write leaves unwritten is the first thing the writer takes.
 
 const (
 	// peerLaneMax bounds the batches waiting for one peer.
@@ -63,7 +69,24 @@ type sendQueue struct {
 	closed    bool
 	// dropped counts peer-lane batches dropped for lack of room.
 	dropped int
+
+	// writer says who writes to the socket (see above).
+	writer socketWriter
+	// rest is what a direct write left unwritten.
+	rest []byte
+	// noDirect refuses direct writes (the connection is draining), and
+	// makes the end of one in progress wake the writer.
+	noDirect bool
 }
+
+// socketWriter says who is writing to a connection's socket.
+type socketWriter uint8
+
+const (
+	writerNone      socketWriter = iota
+	writerGoroutine              // the connection's writer goroutine
+	writerDirect                 // a sender, in writeDirect
+)
 
 func newSendQueue(userMax int) *sendQueue {
 	return &sendQueue{wake: make(chan struct{}, 1), userMax: userMax}
@@ -187,6 +210,91 @@ func (q *sendQueue) dropFromLongest() {
 func (q *sendQueue) pop() (lines []string, prio, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.popLocked()
+}
+
+// take is pop for the writer goroutine: first what a direct write left
+// unwritten (rest), then what pop returns; nothing while a direct write is
+// in progress. When it returns something the writer goroutine owns the
+// socket until idle.
+func (q *sendQueue) take() (rest []byte, lines []string, prio, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.writer == writerDirect {
+		return nil, nil, false, false
+	}
+	if q.rest != nil {
+		rest, q.rest = q.rest, nil
+		q.writer = writerGoroutine
+		return rest, nil, false, true
+	}
+	lines, prio, ok = q.popLocked()
+	if ok {
+		q.writer = writerGoroutine
+	}
+	return nil, lines, prio, ok
+}
+
+// idle is called by the writer goroutine once it has written everything
+// it took: wait is true when it may wait for a signal, in which case the
+// socket is free for direct writes; direct reports that a direct write is
+// in progress (its end signals when it leaves something or the connection
+// drains).
+func (q *sendQueue) idle() (wait, direct bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.writer == writerDirect {
+		return true, true
+	}
+	if q.rest != nil || q.queuedLocked() {
+		return false, false
+	}
+	q.writer = writerNone
+	return true, false
+}
+
+// queuedLocked reports whether any batch or priority line waits.
+func (q *sendQueue) queuedLocked() bool {
+	return len(q.prio) > 0 || len(q.user) > 0 || len(q.lanes) > 0
+}
+
+// claimDirect gives the caller the socket for a direct write when nobody
+// writes, nothing waits and the queue is open; releaseDirect gives it back.
+func (q *sendQueue) claimDirect() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.noDirect || q.writer != writerNone || q.rest != nil || q.queuedLocked() {
+		return false
+	}
+	q.writer = writerDirect
+	return true
+}
+
+// releaseDirect ends a direct write; rest, when not empty, is what it
+// left unwritten, for the writer goroutine to write first.
+func (q *sendQueue) releaseDirect(rest []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.writer = writerNone
+	if len(rest) > 0 {
+		q.rest = rest
+	}
+	// Something pushed meanwhile (a PING from the reader) waits for the
+	// writer too.
+	if q.rest != nil || q.queuedLocked() || q.noDirect {
+		q.signal()
+	}
+}
+
+// stopDirect refuses direct writes from now on (the connection drains:
+// the writer goroutine writes what remains and stops).
+func (q *sendQueue) stopDirect() {
+	q.mu.Lock()
+	q.noDirect = true
+	q.mu.Unlock()
+}
+
+func (q *sendQueue) popLocked() (lines []string, prio, ok bool) {
 	switch {
 	case len(q.prio) > 0:
 		line := q.prio[0]

@@ -115,3 +115,70 @@ func FuzzSendQueue(f *testing.F) {
 		}
 	})
 }
+
+// TestSendQueueDirectWrites: a sender gets the socket only when nobody
+// writes and nothing waits; while it holds it the writer takes nothing;
+// what it leaves unwritten comes out before anything queued meanwhile,
+// and the socket is free again only once the writer has caught up.
+func TestSendQueueDirectWrites(t *testing.T) {
+	q := newSendQueue(100)
+	if !q.claimDirect() {
+		t.Fatal("idle queue refused a direct write")
+	}
+	if q.claimDirect() {
+		t.Fatal("two direct writers at once")
+	}
+	q.pushPriority("PING :x") // the reader's keepalive, meanwhile
+	if _, _, _, ok := q.take(); ok {
+		t.Fatal("the writer took something during a direct write")
+	}
+	if wait, direct := q.idle(); !wait || !direct {
+		t.Fatalf("idle during a direct write: wait %v direct %v", wait, direct)
+	}
+	q.releaseDirect([]byte("ail of batch 1\r\n"))
+	select {
+	case <-q.wake:
+	default:
+		t.Fatal("the writer was not woken for the unwritten rest")
+	}
+	if q.claimDirect() {
+		t.Fatal("direct write allowed while a rest waits")
+	}
+	q.push(batch{lines: []string{"batch 2"}})
+	rest, lines, _, ok := q.take()
+	if !ok || string(rest) != "ail of batch 1\r\n" || lines != nil {
+		t.Fatalf("first take: rest %q lines %q ok %v, want the rest first", rest, lines, ok)
+	}
+	if q.claimDirect() {
+		t.Fatal("direct write allowed while the writer writes")
+	}
+	var got []string
+	for {
+		_, lines, _, ok := q.take()
+		if !ok {
+			break
+		}
+		got = append(got, lines...)
+	}
+	if !slices.Equal(got, []string{"PING :x", "batch 2"}) {
+		t.Fatalf("then %q", got)
+	}
+	if q.claimDirect() {
+		t.Fatal("direct write allowed before the writer went idle")
+	}
+	if wait, direct := q.idle(); !wait || direct {
+		t.Fatalf("idle with nothing left: wait %v direct %v", wait, direct)
+	}
+	if !q.claimDirect() {
+		t.Fatal("idle queue refused a direct write")
+	}
+	q.releaseDirect(nil)
+	q.stopDirect()
+	if q.claimDirect() {
+		t.Fatal("direct write allowed while draining")
+	}
+	q.close()
+	if q.claimDirect() {
+		t.Fatal("direct write allowed after close")
+	}
+}

@@ -185,7 +185,15 @@ func splitText(text string, max int) []string {
 		max = 4
 	}
 	text = strings.ToValidUTF8(text, "\uFFFD")
-	text = stripBytes(text, "\r\x00")
+	if strings.ContainsAny(text, "\r\x00") {
+		text = stripBytes(text, "\r\x00")
+	}
+	if len(text) <= max && strings.IndexByte(text, '\n') < 0 {
+		if text == "" {
+			return []string{""}
+		}
+		return []string{text}
+	}
 	var out []string
 	for _, line := range strings.Split(text, "\n") {
 		for len(line) > max {
@@ -269,6 +277,13 @@ func FoldNick(casemapping, nick string) string {
 
 // fold returns the case-folded form of name.
 func (cm casemapping) fold(name string) string {
+	i := 0
+	for i < len(name) && !cm.folds(name[i]) {
+		i++
+	}
+	if i == len(name) {
+		return name // already folded: no copy
+	}
 	b := []byte(name)
 	for i, c := range b {
 		switch {
@@ -281,4 +296,9 @@ func (cm casemapping) fold(name string) string {
 		}
 	}
 	return string(b)
+}
+
+// folds reports whether fold changes byte c.
+func (cm casemapping) folds(c byte) bool {
+	return c >= 'A' && c <= 'Z' || cm != caseASCII && c >= '[' && c <= ']' || cm == caseRFC1459 && c == '~'
 }

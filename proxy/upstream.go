@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,10 +17,10 @@ const (
 	upstreamRegisterTimeout = 60 * time.Second
 )
 
-// upstreamLoop is the upstream's reader goroutine, the twin of
-// downstreamLoop: it dials and registers (dial.go), posts every message
-// read to the owner goroutine (handleUpstream), and reconnects with
-// exponential backoff and jitter. It never touches owned state. ctx ends
+// upstreamLoop runs the upstream connection, the twin of downstreamLoop:
+// it dials and registers (dial.go), has the connection's reader post every
+// later message to the owner goroutine (handleUpstream), and reconnects
+// with exponential backoff and jitter. It never touches owned state. ctx ends
 // the connection; n.ctx, which run sets before starting it, ends first
 // when otrbnc stops, so that the shutdown is not taken for a disconnect.
 func (n *network) upstreamLoop(ctx context.Context) {
@@ -57,17 +58,36 @@ func (n *network) upstreamLoop(ctx context.Context) {
 			continue
 		}
 		n.logger.Info("upstream registered", "nick", reg.nick)
+		// The owner sends on uc from now on (onUpstreamUp).
 		if !n.post(ctx, evUpstreamUp{uc: uc, reg: reg}) {
 			uc.Close()
 			return
 		}
-		for m := range uc.In() {
-			if !n.post(ctx, evUpstreamMsg{uc: uc, m: m}) {
-				// Shutting down: the owner flushes and closes uc.
-				<-uc.Done()
-				n.logger.Info("upstream closed: otrbnc is shutting down")
-				return
+		// From now on the reader posts each message itself (no goroutine
+		// in between); this one waits for the end.
+		refused := false
+		uc.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
+			var ev any = evUpstreamMsgs{uc: uc, ms: slices.Clone(ms)}
+			if len(ms) == 1 {
+				ev = evUpstreamMsg{uc: uc, m: ms[0]}
 			}
+			if !n.postUnless(ctx, ev, closed) {
+				select {
+				case <-closed: // the connection ends: handled below
+				default:
+					refused = true
+				}
+				return false
+			}
+			return true
+		})
+		for range uc.In() {
+		}
+		if refused {
+			// Shutting down: the owner flushes and closes uc.
+			<-uc.Done()
+			n.logger.Info("upstream closed: otrbnc is shutting down")
+			return
 		}
 		uc.Close()
 		// The owner's shutdown closes uc before it cancels ctx; n.ctx, set
@@ -91,6 +111,7 @@ func (n *network) upstreamLoop(ctx context.Context) {
 }
 
 func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
+	uc.setOwner(&n.out)
 	n.up = uc
 	n.burst = true
 	old := n.nick

@@ -256,6 +256,10 @@ func TestUpstreamSASLExternal(t *testing.T) {
 func TestConnPingTimeout(t *testing.T) {
 	t.Parallel()
 	uc, s := pipeConn(t, connOptions{pingInterval: 100 * time.Millisecond, pingTimeout: 100 * time.Millisecond})
+	go func() { // what is read must be taken for reading to go on
+		for range uc.In() {
+		}
+	}()
 	s.expect("keepalive PING", isCmd("PING"))
 	s.send("PONG :otrbnc") // any traffic keeps it alive
 	s.expect("second PING", isCmd("PING"))

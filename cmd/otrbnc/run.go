@@ -84,6 +84,7 @@ func runBouncer(ctx context.Context, sio stdio, configPath string, hups func() (
 	l, _ := config.ParseLogLevel(lc.cfg.LogLevel)
 	level.Set(l)
 	logger := slog.New(slog.NewTextHandler(sio.err, &slog.HandlerOptions{Level: &level}))
+	tuneRuntime(len(lc.cfg.Network), logger)
 	store, err := lc.openStore("", true, logger)
 	if err != nil {
 		return err

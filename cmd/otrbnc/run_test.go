@@ -81,3 +81,15 @@ func TestSighupReload(t *testing.T) {
 		t.Fatal("no graceful shutdown")
 	}
 }
+
+// TestSchedulerThreads: one thread per network, never more than the
+// runtime's default, never none.
+func TestSchedulerThreads(t *testing.T) {
+	for _, c := range []struct{ networks, available, want int }{
+		{1, 2, 1}, {2, 2, 2}, {3, 2, 2}, {1, 16, 1}, {5, 16, 5}, {0, 4, 1}, {4, 1, 1},
+	} {
+		if got := schedulerThreads(c.networks, c.available); got != c.want {
+			t.Errorf("schedulerThreads(%d, %d) = %d, want %d", c.networks, c.available, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/irc.v4"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		done <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-done
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestConnDeliverToKeepsOrder: messages read before deliverTo go to In,
+// every later one to the function, none lost, none reordered, including
+// those the reader had already read when the switch happened; In is
+// closed when reading stops.
+func TestConnDeliverToKeepsOrder(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	c := newIRCConn(a, connOptions{})
+	t.Cleanup(c.Close)
+	const total = 3000
+	var all strings.Builder
+	for i := range total {
+		fmt.Fprintf(&all, "PRIVMSG alice :%d\r\n", i)
+	}
+	go b.Write([]byte(all.String()))
+
+	var got []string
+	for range 5 {
+		select {
+		case m := <-c.In():
+			got = append(got, m.Trailing())
+		case <-time.After(testTimeout):
+			t.Fatal("nothing on In")
+		}
+	}
+	var mu sync.Mutex
+	batches := 0
+	c.deliverTo(func(ms []*irc.Message, _ <-chan struct{}) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		batches++
+		for _, m := range ms {
+			got = append(got, m.Trailing())
+		}
+		return true
+	})
+	deadline := time.Now().Add(testTimeout)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= total {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d of %d messages", n, total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.Close()
+	select {
+	case _, ok := <-c.In():
+		if ok {
+			t.Fatal("a message reached In after deliverTo")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("In not closed when reading stopped")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, s := range got {
+		if s != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q (lost or reordered)", i, s)
+		}
+	}
+	if batches >= total-5 {
+		t.Errorf("%d deliveries for %d messages written at once: lines read together are not handed over together", batches, total-5)
+	}
+}
+
+// TestConnDirectWritesKeepOrderAndNeverBlock: an owner sending to a peer
+// that does not read never waits: lines go out directly while the socket
+// takes them, then to the queue behind what the socket did not take, until
+// the queue refuses. Priority lines pushed meanwhile by another goroutine
+// land between batches only. Once the peer reads, every accepted line
+// arrives, in order, each batch whole.
+func TestConnDirectWritesKeepOrderAndNeverBlock(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	c := newIRCConn(a, connOptions{queue: 64})
+	t.Cleanup(c.Close)
+	if c.raw == nil {
+		t.Skip("no raw socket on this platform")
+	}
+	var out outputBatch
+	c.setOwner(&out)
+	stopPings := make(chan struct{})
+	pingsDone := make(chan struct{})
+	go func() { // the reader's keepalive PINGs, from another goroutine
+		defer close(pingsDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopPings:
+				return
+			case <-time.After(time.Millisecond):
+				c.q.pushPriority(fmt.Sprintf("PING :p%d", i))
+			}
+		}
+	}()
+	pad := strings.Repeat("x", 400)
+	accepted := 0
+	start := time.Now()
+	for i := 0; ; i++ {
+		ok := c.Send(fmt.Sprintf("PRIVMSG bob :%d a %s", i, pad), fmt.Sprintf("PRIVMSG bob :%d b %s", i, pad))
+		if i%3 == 0 {
+			out.flush()
+		}
+		if !ok {
+			break
+		}
+		accepted++
+		if time.Since(start) > testTimeout {
+			t.Fatalf("still accepting after %d batches to a peer that does not read", accepted)
+		}
+	}
+	out.flush()
+	close(stopPings)
+	<-pingsDone
+	if accepted < 64 {
+		t.Fatalf("only %d batches accepted before the queue was full", accepted)
+	}
+
+	br := bufio.NewReader(b)
+	b.SetReadDeadline(time.Now().Add(testTimeout))
+	next := 0
+	half := ""
+	for next < accepted {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d of %d batches: %v", next, accepted, err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if strings.HasPrefix(line, "PING :p") {
+			if half != "" {
+				t.Fatalf("PING %q inside batch %d", line, next)
+			}
+			continue
+		}
+		var n int
+		var part string
+		if _, err := fmt.Sscanf(line, "PRIVMSG bob :%d %s", &n, &part); err != nil {
+			t.Fatalf("unexpected line %q", line)
+		}
+		switch {
+		case half == "" && part == "a" && n == next:
+			half = "a"
+		case half == "a" && part == "b" && n == next:
+			half = ""
+			next++
+		default:
+			t.Fatalf("got %d %s, want batch %d after half %q (lost, reordered or split)", n, part, next, half)
+		}
+	}
+}
+
+// TestConnSlowPeerIsDropped: a peer that stops reading is disconnected
+// when a write has waited the write timeout, while the sender never
+// waits.
+func TestConnSlowPeerIsDropped(t *testing.T) {
+	t.Parallel()
+	a, _ := tcpPair(t)
+	c := newIRCConn(a, connOptions{writeTimeout: 200 * time.Millisecond})
+	t.Cleanup(c.Close)
+	var out outputBatch
+	c.setOwner(&out)
+	line := "PRIVMSG bob :" + strings.Repeat("y", 450)
+	deadline := time.Now().Add(testTimeout)
+	for c.Send(line) {
+		out.flush()
+		if time.Now().After(deadline) {
+			t.Fatal("a peer that does not read was never dropped")
+		}
+		select {
+		case <-c.Done():
+		default:
+			continue
+		}
+		break
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(testTimeout):
+		t.Fatal("connection not closed")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("closed with %v, want a write timeout", err)
+	}
+}
+
+// TestConnCloseWhileOwnerBusy: closing a connection whose reader is
+// waiting for a busy owner (its event channel full) returns at once and
+// stops the reader. A raw socket's reader delivers from inside
+// RawConn.Read, which Close waits for; the wait must end with the close.
+func TestConnCloseWhileOwnerBusy(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	c := newIRCConn(a, connOptions{})
+	n := &network{events: make(chan any), stopped: make(chan struct{})} // nobody receives
+	entered := make(chan struct{}, 1)
+	c.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		return n.postUnless(context.Background(), evUpstreamMsg{uc: c, m: ms[0]}, closed)
+	})
+	b.Write([]byte("PING :1\r\n"))
+	select {
+	case <-entered:
+	case <-time.After(testTimeout):
+		t.Fatal("the reader never delivered")
+	}
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(testTimeout):
+		t.Fatal("Close blocked behind a reader waiting for the owner")
+	}
+	select {
+	case _, ok := <-c.In():
+		if ok {
+			t.Fatal("message on In")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the reader did not stop")
+	}
+}
