@@ -493,6 +493,11 @@ func BenchmarkFloodWhileChatting(b *testing.B) {
 			b.ReportMetric(ms(percentile(flood, 0.99)-percentile(quiet, 0.99)), "added-p99-ms")
 			b.ReportMetric(ms(percentile(floodRTT, 0.99)), "rtt-flood-p99-ms")
 			b.ReportMetric(float64(missing), "undelivered")
+			var quietMsg []string
+			for _, d := range quiet {
+				quietMsg = append(quietMsg, d.Round(time.Millisecond).String())
+			}
+			b.Logf("pacing %s: latency of each message sent without a flood: %s", pacing, strings.Join(quietMsg, " "))
 			var perMsg []string
 			for _, d := range flood {
 				perMsg = append(perMsg, d.Round(time.Millisecond).String())

@@ -414,14 +414,21 @@ func (c *ircConn) writeLoop() {
 	}
 }
 
-// deadlineWriter writes to the connection with the write timeout.
+// deadlineWriter writes to the connection with the write timeout, and
+// clears the deadline afterwards: a direct write (rawSocket.write) made
+// later, when the writer goroutine has given the socket back, must not
+// find it expired.
 type deadlineWriter struct{ c *ircConn }
 
 func (w deadlineWriter) Write(b []byte) (int, error) {
 	if err := w.c.nc.SetWriteDeadline(time.Now().Add(w.c.opts.writeTimeout)); err != nil {
 		return 0, err
 	}
-	return w.c.nc.Write(b)
+	n, err := w.c.nc.Write(b)
+	if err == nil {
+		err = w.c.nc.SetWriteDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // readBatchMax bounds the messages the reader hands over at once.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
 
@@ -267,5 +268,48 @@ func TestConnCloseWhileOwnerBusy(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("the reader did not stop")
+	}
+}
+
+// TestConnDirectWriteAfterPacedWrite: a direct write long after the writer
+// goroutine wrote (paced lines) must not inherit the writer's expired
+// write deadline. It did, and the first direct write more than
+// writeTimeout after a paced one closed the upstream connection with an
+// i/o timeout (seen under the flood benchmark with default pacing).
+func TestConnDirectWriteAfterPacedWrite(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	lim := rate.NewLimiter(rate.Every(50*time.Millisecond), 1)
+	c := newIRCConn(a, connOptions{writeTimeout: 100 * time.Millisecond, limiter: lim})
+	t.Cleanup(c.Close)
+	var out outputBatch
+	c.setOwner(&out)
+	// Two lines with one token: the second waits for the pacer, so the
+	// writer goroutine writes it (with a write deadline).
+	c.Send("PRIVMSG bob :one")
+	c.Send("PRIVMSG bob :two")
+	out.flush()
+	r := bufio.NewReader(b)
+	b.SetReadDeadline(time.Now().Add(testTimeout))
+	for _, want := range []string{"one", "two"} {
+		l, err := r.ReadString('\n')
+		if err != nil || !strings.Contains(l, want) {
+			t.Fatalf("read %q, %v; want %q", l, err, want)
+		}
+	}
+	// Past the writer's deadline, with tokens again: a direct write.
+	time.Sleep(300 * time.Millisecond)
+	if !c.Send("PRIVMSG bob :three") {
+		t.Fatal("Send refused")
+	}
+	out.flush()
+	l, err := r.ReadString('\n')
+	if err != nil || !strings.Contains(l, "three") {
+		t.Fatalf("read %q, %v; want three", l, err)
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("connection closed: %v", c.Err())
+	default:
 	}
 }
