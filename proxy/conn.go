@@ -199,7 +199,7 @@ func (c *ircConn) SendMessage(m *irc.Message) bool { return c.Send(formatMessage
 // sendPeer queues lines in the lane of peer (see sendQueue), replacing an
 // unsent batch of that peer with the same non-empty key.
 func (c *ircConn) sendPeer(peer, key string, lines []string) bool {
-	if c.writeDirect(lines, false) {
+	if c.peerWait(len(lines)) == 0 && c.writeDirect(lines, false) {
 		return true
 	}
 	return c.q.push(batch{lines: lines, peer: peer, key: key})
@@ -323,6 +323,32 @@ func (c *ircConn) flushHeld() {
 	}
 }
 
+// userReserve is how many of the pacer's tokens protocol replies to
+// peers the user is not talking to (peer lanes) must leave: a message the
+// user sends next (one OTR data message is usually two lines) goes out at
+// once instead of waiting for tokens a hostile nick's key exchanges took.
+const userReserve = 3
+
+// peerWait reports how long a peer-lane batch of n lines must wait so that
+// the pacer still has userReserve tokens after it (or, for a batch too
+// large for that, a full bucket): 0 when it may leave now or nothing is
+// paced.
+func (c *ircConn) peerWait(n int) time.Duration {
+	lim := c.opts.limiter
+	if lim == nil || lim.Limit() == rate.Inf {
+		return 0
+	}
+	need := float64(min(lim.Burst(), n+userReserve))
+	have := lim.TokensAt(time.Now())
+	if have >= need {
+		return 0
+	}
+	if lim.Limit() <= 0 {
+		return time.Second
+	}
+	return time.Duration((need-have)/float64(lim.Limit())*float64(time.Second)) + time.Millisecond
+}
+
 // setQueueLimit changes the bound of the user lane.
 func (c *ircConn) setQueueLimit(n int) { c.q.setUserMax(n) }
 
@@ -372,10 +398,31 @@ func (c *ircConn) writeLoop() {
 	}
 	draining, drain := false, c.drain
 	for {
-		rest, lines, prio, ok := c.q.take()
+		gate := peerGate(c.peerWait)
+		if draining {
+			gate = nil // what remains goes out at the pacer's rate
+		}
+		rest, lines, prio, ok, peerWait := c.q.take(gate)
 		if !ok {
 			if !flush() {
 				return
+			}
+			if peerWait > 0 {
+				// Only peer replies wait, for tokens beyond the user's
+				// reserve; anything the user sends meanwhile wakes us.
+				t := time.NewTimer(peerWait)
+				select {
+				case <-t.C:
+				case <-c.q.wake:
+				case <-drain:
+					draining, drain = true, nil
+					c.q.stopDirect()
+				case <-c.done:
+					t.Stop()
+					return
+				}
+				t.Stop()
+				continue
 			}
 			wait, direct := c.q.idle()
 			if !wait {

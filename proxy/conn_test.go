@@ -313,3 +313,39 @@ func TestConnDirectWriteAfterPacedWrite(t *testing.T) {
 	default:
 	}
 }
+
+// TestConnPeerRepliesLeaveTheUserTokens: protocol replies to peers the
+// user is not talking to never take the pacer's last userReserve tokens,
+// so the user's next message leaves at once however many replies wait
+// (issue 11: a nick flooding key exchanges made the user's messages wait
+// behind its replies for tokens). The pacer here does not refill during
+// the test, so what leaves is decided by the tokens alone.
+func TestConnPeerRepliesLeaveTheUserTokens(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	lim := rate.NewLimiter(rate.Every(time.Hour), 5)
+	c := newIRCConn(a, connOptions{limiter: lim})
+	t.Cleanup(c.Close)
+	var out outputBatch
+	c.setOwner(&out)
+	for i := range 10 {
+		c.sendPeer(fmt.Sprintf("mallory%d", i), "", []string{fmt.Sprintf("PRIVMSG mallory%d :reply", i)})
+		out.flush()
+	}
+	c.Send("PRIVMSG bob :user-1", "PRIVMSG bob :user-2")
+	out.flush()
+	r := bufio.NewReader(b)
+	b.SetReadDeadline(time.Now().Add(testTimeout))
+	var got []string
+	for len(got) == 0 || !strings.Contains(got[len(got)-1], "user-2") {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v (the user's message did not leave)", got, err)
+		}
+		got = append(got, strings.TrimSpace(l))
+	}
+	peers := len(got) - 2
+	if want := 5 - userReserve; peers != want {
+		t.Errorf("%d replies to peers left before the user's message, want %d: %q", peers, want, got)
+	}
+}

@@ -1,6 +1,9 @@
 package proxy
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // The outgoing queue of a connection. Writing to a network is paced (a
 // token bucket), so what waits in front of a line decides when it leaves:
@@ -16,7 +19,9 @@ import "sync"
 //     errors, heartbeats) to peers the user is not talking to, served
 //     round-robin after the user lane, at most peerLaneMax batches per
 //     peer and peerLanesMax in all (the oldest batch of the longest lane
-//     gives way). A batch with a coalescing key replaces an unsent batch
+//     gives way). A peer batch also leaves only when the pacer keeps
+//     userReserve tokens after it (ircConn.peerWait), so that the user's
+//     next message never waits behind protocol replies for tokens. A batch with a coalescing key replaces an unsent batch
 //     of the same peer with the same key: a newer AKE message supersedes
 //     an older one.
 //
@@ -213,26 +218,38 @@ func (q *sendQueue) pop() (lines []string, prio, ok bool) {
 	return q.popLocked()
 }
 
+// peerGate says whether a peer-lane batch of n lines may leave now: 0 if
+// so, otherwise how long until it may (see ircConn.peerWait).
+type peerGate func(n int) time.Duration
+
 // take is pop for the writer goroutine: first what a direct write left
 // unwritten (rest), then what pop returns; nothing while a direct write is
-// in progress. When it returns something the writer goroutine owns the
-// socket until idle.
-func (q *sendQueue) take() (rest []byte, lines []string, prio, ok bool) {
+// in progress. A peer-lane batch is taken only when gate (nil: always)
+// lets it; when only such batches wait and gate holds them back, take
+// returns nothing and peerWait is how long until the first may leave.
+// When it returns something the writer goroutine owns the socket until
+// idle.
+func (q *sendQueue) take(gate peerGate) (rest []byte, lines []string, prio, ok bool, peerWait time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.writer == writerDirect {
-		return nil, nil, false, false
+		return nil, nil, false, false, 0
 	}
 	if q.rest != nil {
 		rest, q.rest = q.rest, nil
 		q.writer = writerGoroutine
-		return rest, nil, false, true
+		return rest, nil, false, true, 0
+	}
+	if gate != nil && len(q.prio) == 0 && len(q.user) == 0 && len(q.lanes) > 0 {
+		if w := gate(len(q.lanes[0].batches[0].lines)); w > 0 {
+			return nil, nil, false, false, w
+		}
 	}
 	lines, prio, ok = q.popLocked()
 	if ok {
 		q.writer = writerGoroutine
 	}
-	return nil, lines, prio, ok
+	return nil, lines, prio, ok, 0
 }
 
 // idle is called by the writer goroutine once it has written everything

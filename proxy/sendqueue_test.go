@@ -129,7 +129,7 @@ func TestSendQueueDirectWrites(t *testing.T) {
 		t.Fatal("two direct writers at once")
 	}
 	q.pushPriority("PING :x") // the reader's keepalive, meanwhile
-	if _, _, _, ok := q.take(); ok {
+	if _, _, _, ok, _ := q.take(nil); ok {
 		t.Fatal("the writer took something during a direct write")
 	}
 	if wait, direct := q.idle(); !wait || !direct {
@@ -145,7 +145,7 @@ func TestSendQueueDirectWrites(t *testing.T) {
 		t.Fatal("direct write allowed while a rest waits")
 	}
 	q.push(batch{lines: []string{"batch 2"}})
-	rest, lines, _, ok := q.take()
+	rest, lines, _, ok, _ := q.take(nil)
 	if !ok || string(rest) != "ail of batch 1\r\n" || lines != nil {
 		t.Fatalf("first take: rest %q lines %q ok %v, want the rest first", rest, lines, ok)
 	}
@@ -154,7 +154,7 @@ func TestSendQueueDirectWrites(t *testing.T) {
 	}
 	var got []string
 	for {
-		_, lines, _, ok := q.take()
+		_, lines, _, ok, _ := q.take(nil)
 		if !ok {
 			break
 		}
