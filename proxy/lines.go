@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -20,48 +19,52 @@ const maxLineLen = 512 + 8191
 // discarded and the reader can go on.
 var errLineTooLong = errors.New("line too long")
 
-// lineReader reads LF-terminated lines of at most max bytes. irc.v4's
-// Reader has no limit, so network input goes through this instead.
+// lineReader reads LF-terminated lines of at most max bytes from an
+// io.Reader (TLS connections, pipes); the framing is lineBuffer's, the
+// one the raw socket reader uses. irc.v4's Reader has no limit, so
+// network input goes through this instead.
 type lineReader struct {
-	br  *bufio.Reader
-	max int
+	r   io.Reader
+	lb  *lineBuffer
+	err error // the reader's error, returned once the buffered lines are out
 }
 
 func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, max+1), max: max}
+	return &lineReader{r: r, lb: newLineBuffer(max)}
 }
 
 // readLine returns the next line without its CR/LF. A line longer than the
 // limit is consumed up to its LF and reported with errLineTooLong. At EOF a
 // final unterminated line is dropped and io.EOF returned.
 func (lr *lineReader) readLine() (string, error) {
-	b, err := lr.br.ReadSlice('\n')
-	switch {
-	case err == nil:
-		if len(b) > lr.max {
-			return "", errLineTooLong
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	case errors.Is(err, bufio.ErrBufferFull):
-		for {
-			_, err = lr.br.ReadSlice('\n')
-			if err == nil {
+	for {
+		if line, tooLong, ok := lr.lb.next(); ok {
+			if tooLong {
 				return "", errLineTooLong
 			}
-			if !errors.Is(err, bufio.ErrBufferFull) {
-				return "", err
-			}
+			return line, nil
 		}
-	default:
-		return "", err
+		if lr.err != nil {
+			return "", lr.err
+		}
+		n, err := lr.r.Read(lr.lb.space())
+		lr.lb.wrote(n)
+		lr.err = err
 	}
 }
 
-// lineBuffer frames lines exactly as lineReader does, from bytes read
-// into it by the caller (rawSocket.readLines): lines of at most max bytes
-// with their LF, longer ones discarded up to their LF and reported once.
+// hasLine reports whether a whole line is buffered, so that readLine
+// returns without reading from the connection.
+func (lr *lineReader) hasLine() bool {
+	return bytes.IndexByte(lr.lb.buf[lr.lb.r:lr.lb.w], '\n') >= 0
+}
+
+// lineBuffer frames IRC input, from bytes read into it by the caller
+// (rawSocket.readLines, lineReader): lines of at most max bytes with their
+// LF, longer ones discarded up to their LF and reported once; bytes after
+// the last LF wait for more.
 type lineBuffer struct {
-	buf  []byte // max+1 bytes, like lineReader's buffer
+	buf  []byte // max+1 bytes: a line of max bytes and the byte that shows it is longer
 	r, w int    // unread bytes are buf[r:w]
 	max  int
 	// skipping discards an over-long line up to its LF.
@@ -72,7 +75,8 @@ func newLineBuffer(max int) *lineBuffer {
 	return &lineBuffer{buf: make([]byte, max+1), max: max}
 }
 
-// space returns where the next read goes (never empty).
+// space returns where the next read goes (never empty: a full buffer
+// without an LF is discarded by next).
 func (lb *lineBuffer) space() []byte {
 	if lb.r > 0 {
 		lb.w = copy(lb.buf, lb.buf[lb.r:lb.w])
@@ -111,13 +115,6 @@ func (lb *lineBuffer) next() (line string, tooLong, ok bool) {
 		return "", true, true
 	}
 	return strings.TrimRight(string(b), "\r\n"), false, true
-}
-
-// hasLine reports whether a whole line is buffered, so that readLine
-// returns without reading from the connection.
-func (lr *lineReader) hasLine() bool {
-	b, _ := lr.br.Peek(lr.br.Buffered())
-	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // parseLine parses one IRC line. It never panics, whatever the input

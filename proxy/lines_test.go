@@ -201,30 +201,27 @@ func FuzzFold(f *testing.F) {
 	})
 }
 
-// FuzzLineBufferMatchesLineReader: the raw socket reader's framing
-// (lineBuffer, fed in arbitrary pieces) gives exactly the lines and
-// over-long reports of lineReader on the same bytes.
-func FuzzLineBufferMatchesLineReader(f *testing.F) {
+// FuzzLineFraming: lineBuffer fed in arbitrary pieces (as the raw socket
+// reader feeds it) and lineReader on a reader returning arbitrary pieces
+// (TLS, pipes) give exactly the lines and over-long reports of the
+// framing rule, written out plainly in framedLines.
+func FuzzLineFraming(f *testing.F) {
 	f.Add([]byte("PING :a\r\nPRIVMSG b :c\n\nx"), []byte{3, 1, 200}, 16)
 	f.Add(bytes.Repeat([]byte("y"), 40), []byte{7}, 16)
 	f.Add([]byte(strings.Repeat("z", 17)+"\n"+strings.Repeat("w", 16)+"\nok\n"), []byte{5, 30}, 16)
+	f.Add([]byte(strings.Repeat("v", 40)+"\nafter\n"), []byte{16, 16, 16}, 16)
 	f.Fuzz(func(t *testing.T, data, pieces []byte, max int) {
 		if max < 1 || max > 64 {
 			return
 		}
-		var want []string
-		lr := newLineReader(bytes.NewReader(data), max)
-		for {
-			line, err := lr.readLine()
-			if errors.Is(err, errLineTooLong) {
-				want = append(want, "<too long>")
-				continue
+		want := framedLines(data, max)
+		piece := func(i int) int {
+			if len(pieces) == 0 {
+				return len(data) + 1
 			}
-			if err != nil {
-				break
-			}
-			want = append(want, "="+line)
+			return int(pieces[i%len(pieces)]) + 1
 		}
+
 		var got []string
 		lb := newLineBuffer(max)
 		rest := data
@@ -233,11 +230,7 @@ func FuzzLineBufferMatchesLineReader(f *testing.F) {
 			if len(space) == 0 {
 				t.Fatal("no space to read into")
 			}
-			n := len(space)
-			if len(pieces) > 0 {
-				n = min(n, int(pieces[i%len(pieces)])+1)
-			}
-			n = copy(space[:n], rest)
+			n := copy(space[:min(len(space), piece(i))], rest)
 			rest = rest[n:]
 			lb.wrote(n)
 			for {
@@ -253,7 +246,64 @@ func FuzzLineBufferMatchesLineReader(f *testing.F) {
 			}
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Fatalf("lineBuffer %q\nlineReader %q", got, want)
+			t.Fatalf("lineBuffer %q\nwant       %q", got, want)
+		}
+
+		got = got[:0]
+		lr := newLineReader(&pieceReader{data: data, piece: piece}, max)
+		for range len(data) + 2 {
+			line, err := lr.readLine()
+			if errors.Is(err, errLineTooLong) {
+				got = append(got, "<too long>")
+				continue
+			}
+			if err != nil {
+				if err != io.EOF {
+					t.Fatalf("lineReader: %v", err)
+				}
+				break
+			}
+			got = append(got, "="+line)
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("lineReader %q\nwant       %q", got, want)
 		}
 	})
+}
+
+// framedLines is the framing rule: every LF ends a line; a line of more
+// than max bytes, its LF included, is reported as too long; CR and LF at
+// its end are cut; bytes after the last LF are no line.
+func framedLines(data []byte, max int) []string {
+	var out []string
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return out
+		}
+		line := data[:i+1]
+		data = data[i+1:]
+		if len(line) > max {
+			out = append(out, "<too long>")
+			continue
+		}
+		out = append(out, "="+strings.TrimRight(string(line), "\r\n"))
+	}
+}
+
+// pieceReader returns data in pieces of the sizes piece gives, then EOF.
+type pieceReader struct {
+	data  []byte
+	piece func(int) int
+	i     int
+}
+
+func (r *pieceReader) Read(b []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b[:min(len(b), r.piece(r.i))], r.data)
+	r.data = r.data[n:]
+	r.i++
+	return n, nil
 }

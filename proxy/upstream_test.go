@@ -203,21 +203,7 @@ func TestUpstreamTLSVerificationAndPinning(t *testing.T) {
 // testConn on the other.
 func pipeConn(t *testing.T, opts connOptions) (*ircConn, *testConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		done <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-done
+	a, b := tcpPair(t)
 	uc := newIRCConn(a, opts)
 	t.Cleanup(uc.Close)
 	return uc, newTestConn(t, b, false)
