@@ -62,11 +62,16 @@
 //     A newer AKE message to a peer and instance replaces an unsent older
 //     one, and each such peer has a reply budget of 6 batches, then one per
 //     30 seconds: a nick flooding key exchanges earns a handful of answers
-//     and cannot delay anything of the user's.
+//     and cannot delay anything of the user's. A batch of these lanes
+//     leaves only when the token bucket keeps three tokens after it
+//     (userReserve), so that the user's next message never waits for
+//     tokens the replies took.
 //
 // The lines of one OTR message (its fragments) are written back to back.
-// The writer flushes only when it would wait, so a burst costs one system
-// call.
+// When nothing waits and the pacer has the tokens, the owner goroutine
+// writes to the socket itself (conn.go, writeDirect), everything it wrote
+// while handling one event in one system call; otherwise the writer
+// goroutine writes, flushing only when it would wait.
 //
 // # What is encrypted
 //
