@@ -128,12 +128,19 @@ type channel struct {
 	topic string
 }
 
+// eventQueue bounds the events waiting for a network's owner goroutine.
+// A connection's reader hands over up to readBatchMax messages in one
+// event, so at most about eventQueue × readBatchMax = 1,024 messages
+// wait (a flood holds its reader, not otrbnc's memory); every sender is
+// another goroutine, which blocks while the queue is full.
+const eventQueue = 1024 / readBatchMax
+
 func newNetwork(s *Server, cfg config.NetworkConfig) (*network, error) {
 	n := &network{
 		srv:       s,
 		cfg:       cfg,
 		logger:    s.logger.With("network", cfg.Name),
-		events:    make(chan any, 1024),
+		events:    make(chan any, eventQueue),
 		stopped:   make(chan struct{}),
 		nick:      cfg.Nick,
 		chantypes: "#&",

@@ -188,7 +188,7 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) {
 	p := n.peer(from.Name)
 	if p.prefix == nil || *p.prefix != *from {
-		p.prefix = from.Copy()
+		p.prefix = ownedPrefix(from)
 	}
 	if line := otrcore.Classify(text); line.Kind == otrcore.LineFragment {
 		if line.Piece == 1 {
@@ -251,7 +251,9 @@ func (n *network) clearActionFromPeer(m *irc.Message, body string) {
 			return
 		}
 	}
-	p.prefix = m.Prefix.Copy()
+	if p.prefix == nil || *p.prefix != *m.Prefix {
+		p.prefix = ownedPrefix(m.Prefix)
+	}
 	n.deliverToClients(p.prefix, delivery{action: true, marked: true, tags: m.Tags}, body)
 	if p.sessionGuarded() {
 		n.tellClientsAboutPeerEvent(p, noticeClearText, "", fmt.Sprintf("the action from %s marked %q was NOT encrypted, although your private conversation is", p.nick, n.marker()))

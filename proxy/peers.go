@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/irc.v4"
@@ -271,6 +272,7 @@ func (n *network) peer(nick string) *otrPeer {
 		if len(n.otr.peers) >= maxPeers {
 			n.evictPeer()
 		}
+		key, nick = strings.Clone(key), strings.Clone(nick)
 		p = &otrPeer{key: key, nick: nick, created: n.now(), peerPolicy: n.decidePolicy(nick)}
 		p.conv = otrcore.NewConversation(n.otr.acct, key, otrcore.Options{
 			Policy:         p.policy,
@@ -279,11 +281,20 @@ func (n *network) peer(nick string) *otrPeer {
 		})
 		n.otr.peers[key] = p
 	}
-	p.nick = nick
+	if p.nick != nick {
+		p.nick = strings.Clone(nick)
+	}
 	if p.prefix == nil || p.prefix.Name != nick {
-		p.prefix = &irc.Prefix{Name: nick}
+		p.prefix = &irc.Prefix{Name: p.nick}
 	}
 	return p
+}
+
+// ownedPrefix copies pr into strings of its own: a prefix parsed from a
+// line shares the line's memory, and a peer kept for long (there may be
+// 20,000) must not keep a whole line alive through its nick.
+func ownedPrefix(pr *irc.Prefix) *irc.Prefix {
+	return &irc.Prefix{Name: strings.Clone(pr.Name), User: strings.Clone(pr.User), Host: strings.Clone(pr.Host)}
 }
 
 // lookupPeer finds an existing conversation, or nil.
@@ -318,7 +329,8 @@ func (n *network) otrNickChange(oldNick, newNick string) {
 	if newNick == "" {
 		return
 	}
-	oldKey, newKey := n.casemap.fold(oldNick), n.casemap.fold(newNick)
+	newNick = strings.Clone(newNick) // kept: see ownedPrefix
+	oldKey, newKey := n.casemap.fold(oldNick), strings.Clone(n.casemap.fold(newNick))
 	p := n.otr.peers[oldKey]
 	if p == nil || oldKey == newKey {
 		if p != nil {
