@@ -192,7 +192,7 @@ func (n *network) privateFromPeer(from *irc.Prefix, text string, tags irc.Tags) 
 	}
 	if line := otrcore.Classify(text); line.Kind == otrcore.LineFragment {
 		if line.Piece == 1 {
-			p.fragTags = tags
+			p.fragTags = ownedTags(tags) // kept until the last piece: counted in accountPeer
 		}
 		if line.Piece == line.Pieces && p.fragTags != nil {
 			tags, p.fragTags = p.fragTags, nil

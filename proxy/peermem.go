@@ -43,13 +43,26 @@ func (n *network) accountPeer(p *otrPeer) {
 	if n.otr.peers[p.key] != p {
 		return // forgotten meanwhile
 	}
-	m := p.conv.MemoryUse() + peerOverhead
+	m := p.memoryUse()
 	n.mem.total += m - p.mem
 	p.mem = m
 	if n.mem.total > n.mem.limit {
 		n.shedPeers(n.mem.limit * 9 / 10)
 	}
 }
+
+// memoryUse is what p holds: the engine's estimate, the tags kept for the
+// message being reassembled, and the proxy's own overhead.
+func (p *otrPeer) memoryUse() int {
+	m := p.conv.MemoryUse() + peerOverhead
+	for k, v := range p.fragTags {
+		m += len(k) + len(v) + tagOverhead
+	}
+	return m
+}
+
+// tagOverhead is what one kept tag costs beyond its key and value.
+const tagOverhead = 64
 
 // forgetPeer removes p from the network; a session it held is wiped
 // without telling the peer (it learns at its next message).
@@ -96,7 +109,8 @@ func (n *network) shedPeers(target int) {
 			return
 		}
 		p.conv.Shed()
-		m := p.conv.MemoryUse() + peerOverhead
+		p.fragTags = nil // the partial message they belonged to is gone
+		m := p.memoryUse()
 		n.mem.total += m - p.mem
 		p.mem = m
 	}

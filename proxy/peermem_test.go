@@ -44,3 +44,23 @@ func TestPeersKeepNoLines(t *testing.T) {
 		t.Errorf("each new nick keeps %d bytes of heap; a whole line is about 8,050", per)
 	}
 }
+
+// TestFragmentTagsCounted: the tags of a first fragment, kept until the
+// message is whole, count in the peer memory account (a hostile server
+// can put 8 KB of tags on every line).
+func TestFragmentTagsCounted(t *testing.T) {
+	t.Parallel()
+	env, fn := startFakeNet(t, "", nil, Options{})
+	c := registerClient(t, env.addr, "alice")
+	fn.s.send("@x=" + strings.Repeat("t", 8000) + " :erin!e@h PRIVMSG alice :?OTR|00001234|00000000,00001,00003,AAMD,")
+	fn.sync(c)
+	env.inNetwork(func(n *network) {
+		p := n.lookupPeer("erin")
+		if p == nil {
+			t.Fatal("no conversation with erin")
+		}
+		if p.mem < 8000 {
+			t.Errorf("erin's account is %d bytes with 8,000 bytes of tags kept", p.mem)
+		}
+	})
+}

@@ -290,6 +290,19 @@ func (n *network) peer(nick string) *otrPeer {
 	return p
 }
 
+// ownedTags copies tags into strings of their own (see ownedPrefix); nil
+// for none.
+func ownedTags(tags irc.Tags) irc.Tags {
+	if len(tags) == 0 {
+		return nil
+	}
+	out := make(irc.Tags, len(tags))
+	for k, v := range tags {
+		out[strings.Clone(k)] = strings.Clone(v)
+	}
+	return out
+}
+
 // ownedPrefix copies pr into strings of its own: a prefix parsed from a
 // line shares the line's memory, and a peer kept for long (there may be
 // 20,000) must not keep a whole line alive through its nick.
