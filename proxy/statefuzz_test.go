@@ -328,7 +328,11 @@ func (f *stateFuzz) step(op, arg byte) {
 		}
 		f.bobSends(res)
 	case 7: // bob (or the server, as bob) writes in clear
-		id := fmt.Sprintf("CLEAR%d", f.seq)
+		// Terminated like the secret tokens: CLEAR5 is a prefix of
+		// CLEAR53, and an unmarked CLEAR53 sent after the guard was
+		// lifted would pass for CLEAR5 (a false alarm the 30-minute
+		// fuzz run found).
+		id := fmt.Sprintf("CLEAR%d-c", f.seq)
 		f.clearSent[id] = f.modelGuarded(f.bobNick)
 		text := strings.Repeat(id+" ", 1+int(arg)%120)
 		p := ":" + f.bobNick + "!bob@peer.test "
