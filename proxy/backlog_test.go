@@ -34,15 +34,7 @@ func keptMessages(n *network) int {
 // ("test@laptop" names the identity laptop on network test).
 func registerAs(t testing.TB, addr, user string, caps ...string) *testConn {
 	t.Helper()
-	c := dialTest(t, addr)
-	if len(caps) > 0 {
-		c.send("CAP LS 302", "CAP REQ :"+strings.Join(caps, " "))
-		c.expect("CAP ACK", func(m *irc.Message) bool { return m.Command == "CAP" && m.Param(1) == "ACK" })
-		c.send("CAP END")
-	}
-	c.send("PASS :"+testPassword, "NICK alice", "USER "+user+" 0 * :test")
-	c.expect("001", isCmd("001"))
-	return c
+	return register(t, addr, "alice", user, caps)
 }
 
 // leave quits c and waits until the identity named id has no client

@@ -282,29 +282,7 @@ func startNgircdNoDelay(tb testing.TB, relaxed bool) string {
 		tb.Fatalf("building the TCP_NODELAY shim: %v\n%s", err, out)
 	}
 	port := ircdtest.FreePort(tb)
-	limits, modes := "", ""
-	if relaxed {
-		limits, modes = "MaxPenaltyTime = 0\n", "DefaultUserModes = F\n"
-	}
-	conf := fmt.Sprintf(`[Global]
-Name = irc.test
-Info = otrbnc benchmark server
-Listen = 127.0.0.1
-Ports = %d
-MotdPhrase = test server
-AdminInfo1 = test
-AdminInfo2 = test
-AdminEMail = test@example.invalid
-[Limits]
-MaxConnectionsIP = 0
-MaxNickLength = 30
-PingTimeout = 300
-PongTimeout = 60
-%s[Options]
-DNS = no
-Ident = no
-PAM = no
-%s`, port, limits, modes)
+	conf := ircdtest.Config(port, relaxed)
 	path := filepath.Join(dir, "ngircd.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)

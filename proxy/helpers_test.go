@@ -179,13 +179,20 @@ func privmsgFrom(nick, sub string) func(*irc.Message) bool {
 // registerClient logs in to otrbnc with PASS.
 func registerClient(t testing.TB, addr, nick string, caps ...string) *testConn {
 	t.Helper()
+	return register(t, addr, nick, "test", caps)
+}
+
+// register logs in to otrbnc with PASS as nick and username user,
+// requesting caps first.
+func register(t testing.TB, addr, nick, user string, caps []string) *testConn {
+	t.Helper()
 	c := dialTest(t, addr)
 	if len(caps) > 0 {
 		c.send("CAP LS 302", "CAP REQ :"+strings.Join(caps, " "))
 		c.expect("CAP ACK", func(m *irc.Message) bool { return m.Command == "CAP" && m.Param(1) == "ACK" })
 		c.send("CAP END")
 	}
-	c.send("PASS :"+testPassword, "NICK "+nick, "USER test 0 * :test")
+	c.send("PASS :"+testPassword, "NICK "+nick, "USER "+user+" 0 * :test")
 	c.expect("001", isCmd("001"))
 	return c
 }

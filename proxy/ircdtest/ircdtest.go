@@ -67,30 +67,7 @@ func Start(tb testing.TB, relaxed bool) *Server {
 	dir := tb.TempDir()
 	os.Chmod(dir, 0o755) // ngircd may drop privileges and must still read its config
 	port := FreePort(tb)
-	limits, modes := "", ""
-	if relaxed {
-		limits = "MaxPenaltyTime = 0\n"
-		modes = "DefaultUserModes = F\n"
-	}
-	conf := fmt.Sprintf(`[Global]
-Name = irc.test
-Info = otrbnc test server
-Listen = 127.0.0.1
-Ports = %d
-MotdPhrase = test server
-AdminInfo1 = test
-AdminInfo2 = test
-AdminEMail = test@example.invalid
-[Limits]
-MaxConnectionsIP = 0
-MaxNickLength = 30
-PingTimeout = 300
-PongTimeout = 60
-%s[Options]
-DNS = no
-Ident = no
-PAM = no
-%s`, port, limits, modes)
+	conf := Config(port, relaxed)
 	path := filepath.Join(dir, "ngircd.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
@@ -142,4 +119,32 @@ func (s *Server) stopLocked() {
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
 	s.cmd = nil
+}
+
+// Config is the ngIRCd configuration of a test server on 127.0.0.1:port;
+// relaxed turns flood control off (MaxPenaltyTime = 0, user mode F).
+func Config(port int, relaxed bool) string {
+	limits, modes := "", ""
+	if relaxed {
+		limits, modes = "MaxPenaltyTime = 0\n", "DefaultUserModes = F\n"
+	}
+	return fmt.Sprintf(`[Global]
+Name = irc.test
+Info = otrbnc test server
+Listen = 127.0.0.1
+Ports = %d
+MotdPhrase = test server
+AdminInfo1 = test
+AdminInfo2 = test
+AdminEMail = test@example.invalid
+[Limits]
+MaxConnectionsIP = 0
+MaxNickLength = 30
+PingTimeout = 300
+PongTimeout = 60
+%s[Options]
+DNS = no
+Ident = no
+PAM = no
+%s`, port, limits, modes)
 }
