@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
 
@@ -20,8 +19,8 @@ type connOptions struct {
 	// queue bounds the user lane of the outgoing queue (batches); see
 	// sendQueue. Zero means 1024.
 	queue int
-	// limiter paces outgoing lines; nil means no pacing.
-	limiter *rate.Limiter
+	// pacer paces outgoing lines; nil means no pacing.
+	pacer *pacer
 	// pingInterval, when positive, makes the reader send a PING after that
 	// much silence and give up after pingTimeout more.
 	pingInterval, pingTimeout time.Duration
@@ -199,7 +198,7 @@ func (c *ircConn) SendMessage(m *irc.Message) bool { return c.Send(formatMessage
 // sendPeer queues lines in the lane of peer (see sendQueue), replacing an
 // unsent batch of that peer with the same non-empty key.
 func (c *ircConn) sendPeer(peer, key string, lines []string) bool {
-	if c.peerWait(len(lines)) == 0 && c.writeDirect(lines, false) {
+	if c.peerWait(lines) == 0 && c.writeDirect(lines, false) {
 		return true
 	}
 	return c.q.push(batch{lines: lines, peer: peer, key: key})
@@ -260,13 +259,16 @@ func (c *ircConn) writeDirect(lines []string, prio bool) bool {
 	if c.raw == nil || len(lines) == 0 {
 		return false
 	}
-	paced := !prio && c.opts.limiter != nil
+	paced := !prio && c.opts.pacer != nil
 	if c.batch != nil && c.held {
 		// The owner adds to what it holds.
-		if paced && !c.opts.limiter.AllowN(time.Now(), len(lines)) {
+		if paced && !c.opts.pacer.allow(lines) {
 			// These wait for the pacer, behind what is held.
 			c.flushHeld()
 			return false
+		}
+		if prio {
+			c.opts.pacer.take(lines) // unpaced, but the server counts it
 		}
 		c.appendLines(lines)
 		if len(c.direct) >= directFlushAt {
@@ -277,9 +279,12 @@ func (c *ircConn) writeDirect(lines []string, prio bool) bool {
 	if !c.q.claimDirect() {
 		return false
 	}
-	if paced && !c.opts.limiter.AllowN(time.Now(), len(lines)) {
+	if paced && !c.opts.pacer.allow(lines) {
 		c.q.releaseDirect(nil)
 		return false
+	}
+	if prio {
+		c.opts.pacer.take(lines)
 	}
 	c.held = true
 	c.appendLines(lines)
@@ -323,30 +328,18 @@ func (c *ircConn) flushHeld() {
 	}
 }
 
-// userReserve is how many of the pacer's tokens protocol replies to
-// peers the user is not talking to (peer lanes) must leave: a message the
-// user sends next (one OTR data message is usually two lines) goes out at
-// once instead of waiting for tokens a hostile nick's key exchanges took.
+// userReserve is how many full lines of the pacer's room protocol
+// replies to peers the user is not talking to (peer lanes) must leave: a
+// message the user sends next (one OTR data message is usually two lines)
+// goes out at once instead of waiting for room a hostile nick's key
+// exchanges took.
 const userReserve = 3
 
-// peerWait reports how long a peer-lane batch of n lines must wait so that
-// the pacer still has userReserve tokens after it (or, for a batch too
-// large for that, a full bucket): 0 when it may leave now or nothing is
-// paced.
-func (c *ircConn) peerWait(n int) time.Duration {
-	lim := c.opts.limiter
-	if lim == nil || lim.Limit() == rate.Inf {
-		return 0
-	}
-	need := float64(min(lim.Burst(), n+userReserve))
-	have := lim.TokensAt(time.Now())
-	if have >= need {
-		return 0
-	}
-	if lim.Limit() <= 0 {
-		return time.Second
-	}
-	return time.Duration((need-have)/float64(lim.Limit())*float64(time.Second)) + time.Millisecond
+// peerWait reports how long a peer-lane batch must wait so that the pacer
+// still has room for userReserve lines after it (or, for a batch too large
+// for that, full buckets): 0 when it may leave now or nothing is paced.
+func (c *ircConn) peerWait(lines []string) time.Duration {
+	return c.opts.pacer.reserveWait(lines, userReserve)
 }
 
 // setQueueLimit changes the bound of the user lane.
@@ -374,26 +367,26 @@ func (c *ircConn) writeLoop() {
 		bw.WriteString("\r\n")
 		return bw.Buffered() < 3072 || flush()
 	}
-	pace := func() bool {
-		if c.opts.limiter == nil {
-			return true
-		}
-		r := c.opts.limiter.Reserve()
-		d := r.Delay()
-		if d <= 0 {
-			return true
-		}
-		if !flush() {
-			return false
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-c.ctx.Done():
-			r.Cancel()
-			return false
+	// pace waits until the first lines of a batch may leave and returns
+	// how many: all of them, or one at a time for a batch larger than the
+	// pacer's buckets (see pacing.go).
+	pace := func(lines []string) (int, bool) {
+		for {
+			d, count := c.opts.pacer.next(lines)
+			if d <= 0 {
+				c.opts.pacer.take(lines[:count])
+				return count, true
+			}
+			if !flush() {
+				return 0, false
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return 0, false
+			}
 		}
 	}
 	draining, drain := false, c.drain
@@ -449,13 +442,23 @@ func (c *ircConn) writeLoop() {
 			}
 			continue
 		}
-		for _, l := range lines {
-			if !prio && !pace() {
-				return
+		if prio {
+			c.opts.pacer.take(lines) // unpaced, but the server counts it
+		}
+		for len(lines) > 0 {
+			count := len(lines)
+			if !prio {
+				var ok bool
+				if count, ok = pace(lines); !ok {
+					return
+				}
 			}
-			if !write(l) {
-				return
+			for _, l := range lines[:count] {
+				if !write(l) {
+					return
+				}
 			}
+			lines = lines[count:]
 			// A PING or PONG waiting goes out between batches only.
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
 
@@ -279,8 +278,8 @@ func TestConnCloseWhileOwnerBusy(t *testing.T) {
 func TestConnDirectWriteAfterPacedWrite(t *testing.T) {
 	t.Parallel()
 	a, b := tcpPair(t)
-	lim := rate.NewLimiter(rate.Every(50*time.Millisecond), 1)
-	c := newIRCConn(a, connOptions{writeTimeout: 100 * time.Millisecond, limiter: lim})
+	lim := newPacer(pacing{burst: 1, interval: 50 * time.Millisecond}, nil)
+	c := newIRCConn(a, connOptions{writeTimeout: 100 * time.Millisecond, pacer: lim})
 	t.Cleanup(c.Close)
 	var out outputBatch
 	c.setOwner(&out)
@@ -323,8 +322,8 @@ func TestConnDirectWriteAfterPacedWrite(t *testing.T) {
 func TestConnPeerRepliesLeaveTheUserTokens(t *testing.T) {
 	t.Parallel()
 	a, b := tcpPair(t)
-	lim := rate.NewLimiter(rate.Every(time.Hour), 5)
-	c := newIRCConn(a, connOptions{limiter: lim})
+	lim := newPacer(pacing{burst: 5, interval: time.Hour}, nil)
+	c := newIRCConn(a, connOptions{pacer: lim})
 	t.Cleanup(c.Close)
 	var out outputBatch
 	c.setOwner(&out)

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 
 	"otrbnc/proxy/config"
@@ -58,7 +57,7 @@ type registration struct {
 
 // dialUpstream connects to the network, with TLS unless irc+insecure was
 // asked for.
-func dialUpstream(ctx context.Context, cfg *config.NetworkConfig, logger *slog.Logger) (*ircConn, error) {
+func dialUpstream(ctx context.Context, cfg *config.NetworkConfig, pace pacing, logger *slog.Logger) (*ircConn, error) {
 	useTLS, host, port, err := config.ParseServerAddress(cfg.Address)
 	if err != nil {
 		return nil, err
@@ -83,10 +82,9 @@ func dialUpstream(ctx context.Context, cfg *config.NetworkConfig, logger *slog.L
 		}
 		nc = tconn
 	}
-	lim := rate.NewLimiter(rate.Every(cfg.RateInterval.Duration), cfg.RateBurst)
 	return newIRCConn(nc, connOptions{
 		queue:        4096,
-		limiter:      lim,
+		pacer:        newPacer(pace, nil),
 		pingInterval: cfg.PingInterval.Duration,
 		pingTimeout:  cfg.PingTimeout.Duration,
 		logger:       logger,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"otrbnc/proxy/config"
@@ -31,6 +32,10 @@ type (
 		uc    *ircConn
 		err   error
 		retry time.Duration
+		// flood is what the server said when it closed the connection
+		// for flooding; slower says the pacing was slowed down for it.
+		flood  string
+		slower bool
 	}
 	evUpstreamFailed struct {
 		err   error
@@ -98,11 +103,15 @@ type network struct {
 	upCaps       map[string]bool          // capabilities the network acknowledged
 	batches      map[string]upstreamBatch // open upstream batches by reference
 	skew         time.Duration            // our clock minus the network's
-	resp         *response                // the labeled command being answered
-	batchSeq     uint64
-	genkey       genkeyState
-	notices      noticeLimiter // peer-caused notices this minute
-	mem          peerMemory    // what other nicks make us hold (peermem.go)
+	// slowdown counts the times the network's pacing was halved because it
+	// closed the connection, or warned, for flooding (pacing.go); the
+	// upstream loop reads it when it dials.
+	slowdown atomic.Int32
+	resp     *response // the labeled command being answered
+	batchSeq uint64
+	genkey   genkeyState
+	notices  noticeLimiter // peer-caused notices this minute
+	mem      peerMemory    // what other nicks make us hold (peermem.go)
 	// out is what handling the current event wrote to connections,
 	// flushed when it is done (see ircConn.writeDirect).
 	out outputBatch
@@ -301,7 +310,16 @@ func (n *network) handleEvent(ev any) {
 			n.burst = false
 			n.clearPending()
 			n.selfWho = 0
-			n.tellClients(fmt.Sprintf("disconnected from %s (%v); reconnecting in %s", n.cfg.Name, e.err, e.retry.Round(time.Second)))
+			switch {
+			case e.flood != "" && e.slower:
+				n.tellClients(fmt.Sprintf("%s closed the connection because otrbnc sent too fast (%s); otrbnc will now send it %s; reconnecting in %s",
+					n.cfg.Name, quotePeer(e.flood, 200), n.pacing().describe(), e.retry.Round(time.Second)))
+			case e.flood != "":
+				n.tellClients(fmt.Sprintf("%s closed the connection for flooding again (%s), although otrbnc sends it %s; reconnecting in %s",
+					n.cfg.Name, quotePeer(e.flood, 200), n.pacing().describe(), e.retry.Round(time.Second)))
+			default:
+				n.tellClients(fmt.Sprintf("disconnected from %s (%v); reconnecting in %s", n.cfg.Name, e.err, e.retry.Round(time.Second)))
+			}
 		}
 	case evUpstreamFailed:
 		n.tellClients(fmt.Sprintf("could not connect to %s (%v); retrying in %s", n.cfg.Name, e.err, e.retry.Round(time.Second)))

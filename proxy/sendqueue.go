@@ -218,9 +218,9 @@ func (q *sendQueue) pop() (lines []string, prio, ok bool) {
 	return q.popLocked()
 }
 
-// peerGate says whether a peer-lane batch of n lines may leave now: 0 if
+// peerGate says whether a peer-lane batch of lines may leave now: 0 if
 // so, otherwise how long until it may (see ircConn.peerWait).
-type peerGate func(n int) time.Duration
+type peerGate func(lines []string) time.Duration
 
 // take is pop for the writer goroutine: first what a direct write left
 // unwritten (rest), then what pop returns; nothing while a direct write is
@@ -241,7 +241,7 @@ func (q *sendQueue) take(gate peerGate) (rest []byte, lines []string, prio, ok b
 		return rest, nil, false, true, 0
 	}
 	if gate != nil && len(q.prio) == 0 && len(q.user) == 0 && len(q.lanes) > 0 {
-		if w := gate(len(q.lanes[0].batches[0].lines)); w > 0 {
+		if w := gate(q.lanes[0].batches[0].lines); w > 0 {
 			return nil, nil, false, false, w
 		}
 	}

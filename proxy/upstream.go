@@ -37,7 +37,7 @@ func (n *network) upstreamLoop(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		start := time.Now()
-		uc, err := dialUpstream(ctx, &n.cfg, n.logger)
+		uc, err := dialUpstream(ctx, &n.cfg, n.pacing(), n.logger)
 		var reg *registration
 		if err == nil {
 			reg, err = registerUpstream(ctx, uc, &n.cfg)
@@ -66,7 +66,15 @@ func (n *network) upstreamLoop(ctx context.Context) {
 		// From now on the reader posts each message itself (no goroutine
 		// in between); this one waits for the end.
 		refused := false
+		// flood is what the server said if it closed the connection for
+		// flooding (set by the reader, read once In is closed).
+		flood := ""
 		uc.deliverTo(func(ms []*irc.Message, closed <-chan struct{}) bool {
+			for _, m := range ms {
+				if m.Command == "ERROR" && isFloodText(m.Trailing()) {
+					flood = m.Trailing()
+				}
+			}
 			var ev any = evUpstreamMsgs{uc: uc, ms: slices.Clone(ms)}
 			if len(ms) == 1 {
 				ev = evUpstreamMsg{uc: uc, m: ms[0]}
@@ -96,12 +104,17 @@ func (n *network) upstreamLoop(ctx context.Context) {
 			n.logger.Info("upstream closed: otrbnc is shutting down")
 			return
 		}
-		if time.Since(start) > time.Minute {
+		// A connection closed for flooding does not reset the delay: a
+		// server that keeps doing it gets ever slower reconnects.
+		slower := false
+		if flood != "" {
+			slower = n.slowDown()
+		} else if time.Since(start) > time.Minute {
 			bo.reset()
 		}
 		d := bo.next()
-		n.logger.Warn("upstream disconnected", "err", uc.Err(), "retry_in", d)
-		if !n.post(ctx, evUpstreamDown{uc: uc, err: uc.Err(), retry: d}) {
+		n.logger.Warn("upstream disconnected", "err", uc.Err(), "flood", flood, "retry_in", d)
+		if !n.post(ctx, evUpstreamDown{uc: uc, err: uc.Err(), retry: d, flood: flood, slower: slower}) {
 			return
 		}
 		if !sleep(d) {
@@ -334,7 +347,11 @@ func (n *network) handleUpstreamText(m *irc.Message, history bool) {
 	case n.casemap.fold(target) == serviceNick:
 		return // only clients talk to our service
 	case src == "" || (m.Prefix.User == "" && m.Prefix.Host == "" && strings.Contains(src, ".")):
-		n.toClients(m) // from a server
+		// From a server (no nick has a dot).
+		if m.Command == "NOTICE" && !history && !n.isChannel(target) && isFloodText(text) {
+			n.onFloodWarning(text)
+		}
+		n.toClients(m)
 		return
 	case n.isSelf(src):
 		// An echo of our own message (echo-message, or a bouncer upstream):

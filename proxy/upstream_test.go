@@ -21,7 +21,6 @@ import (
 
 	"otrbnc/proxy/config"
 
-	"golang.org/x/time/rate"
 	"gopkg.in/irc.v4"
 )
 
@@ -188,7 +187,7 @@ func TestUpstreamTLSVerificationAndPinning(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		uc, err := dialUpstream(ctx, &cfg, nil)
+		uc, err := dialUpstream(ctx, &cfg, networkPacing(&cfg), nil)
 		cancel()
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err = %v", c.name, err)
@@ -262,7 +261,7 @@ func TestConnPingTimeout(t *testing.T) {
 func TestConnBatchesAtomicAndPaced(t *testing.T) {
 	t.Parallel()
 	const interval = 5 * time.Millisecond
-	uc, s := pipeConn(t, connOptions{limiter: rate.NewLimiter(rate.Every(interval), 1)})
+	uc, s := pipeConn(t, connOptions{pacer: newPacer(pacing{burst: 1, interval: interval}, nil)})
 	batch := func(tag string) []string {
 		var b []string
 		for i := range 8 {

@@ -99,6 +99,10 @@ type NetworkConfig struct {
 	// lines at once, then one line per RateInterval.
 	RateBurst    int      `toml:"rate_burst"`
 	RateInterval Duration `toml:"rate_interval"`
+	// RateBurstBytes and RateBytesPerSecond pace it by size as well: up
+	// to RateBurstBytes bytes at once, then RateBytesPerSecond.
+	RateBurstBytes     int `toml:"rate_burst_bytes"`
+	RateBytesPerSecond int `toml:"rate_bytes_per_second"`
 	// PingInterval is how long the upstream may stay silent before we send
 	// a PING; PingTimeout how long we then wait for anything.
 	PingInterval Duration `toml:"ping_interval"`
