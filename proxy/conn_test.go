@@ -348,3 +348,28 @@ func TestConnPeerRepliesLeaveTheUserTokens(t *testing.T) {
 		t.Errorf("%d replies to peers left before the user's message, want %d: %q", peers, want, got)
 	}
 }
+
+// TestConnSeesCloseAfterLastLine: a server that sends a last line and
+// closes at once (ERROR, then close) is seen to close at once. The raw
+// socket reader took a short read for "drained" and waited for the
+// poller, but the end of the stream had arrived with the line and no new
+// readiness event ever came: otrbnc noticed the close only at its next
+// ping timeout.
+func TestConnSeesCloseAfterLastLine(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	b.Write([]byte("ERROR :Closing Link: host (Excess Flood)\r\n"))
+	b.Close()
+	time.Sleep(50 * time.Millisecond) // both the line and the end have arrived
+	c := newIRCConn(a, connOptions{})
+	t.Cleanup(c.Close)
+	m, ok := <-c.In()
+	if !ok || m.Command != "ERROR" {
+		t.Fatalf("read %v, %v; want the ERROR line", m, ok)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(testTimeout):
+		t.Fatal("the close was not seen")
+	}
+}

@@ -90,9 +90,9 @@ func (s *rawSocket) readLines(h lineHandler) {
 					stop = true
 					return true
 				}
-				if n < len(space) {
-					return false // drained: wait for more
-				}
+				// A short read does not mean that nothing is left: the
+				// end of the stream may have come with the data, and the
+				// poller will not report it again. Only EAGAIN says so.
 			}
 		})
 		if stop {
