@@ -24,6 +24,9 @@ import (
 // so that a peer never holds half a message while the rest waits; a batch
 // too large for the buckets leaves line by line, at the buckets' rate.
 
+// ircLineMax is the longest line a client may send, CRLF included.
+const ircLineMax = 512
+
 // pacing is what a pacer enforces.
 type pacing struct {
 	// burst lines at once, then one line per interval.
@@ -43,7 +46,7 @@ func (p pacing) slowed(level int) pacing {
 		p.interval *= 2
 		p.burst = max(1, p.burst/2)
 		if p.burstBytes > 0 {
-			p.burstBytes = max(maxLineLen, p.burstBytes/2)
+			p.burstBytes = max(ircLineMax, p.burstBytes/2)
 			p.bytesPerSec = max(1, p.bytesPerSec/2)
 		}
 	}
@@ -209,7 +212,7 @@ func (p *pacer) reserveWait(lines []string, reserve int) time.Duration {
 	}
 	n, size := cost(lines)
 	n += float64(reserve)
-	size += float64(reserve * maxLineLen)
+	size += float64(reserve * ircLineMax)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waitLocked(n, size)

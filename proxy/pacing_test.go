@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/irc.v4"
+
+	"otrbnc/proxy/config"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func linesOf(n, size int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = strings.Repeat("x", size-2) // CRLF makes size
+	}
+	return out
+}
+
+// A batch leaves whole or not at all, and only when both buckets have
+// room for it.
+func TestPacerBatchLeavesWhole(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newPacer(pacing{burst: 4, interval: time.Second, burstBytes: 1000, bytesPerSec: 100}, clk.now)
+	if !p.allow(linesOf(3, 100)) {
+		t.Fatal("3 lines of 100 B refused with full buckets")
+	}
+	// One line token and 700 bytes left: two lines do not fit.
+	if p.allow(linesOf(2, 100)) {
+		t.Fatal("2 lines allowed with one line token left")
+	}
+	if d, n := p.next(linesOf(2, 100)); n != 2 || d != time.Second {
+		t.Fatalf("next = %v, %d; want 1s, 2", d, n)
+	}
+	clk.advance(time.Second)
+	if !p.allow(linesOf(2, 100)) {
+		t.Fatal("2 lines refused after a second")
+	}
+	// Bytes: 500 left after 100 s of bytes... none: 700+100-200 = 600.
+	clk.advance(10 * time.Second) // lines full (4), bytes full (1000)
+	if p.allow(linesOf(3, 400)) {
+		t.Fatal("1200 bytes allowed with a 1000-byte bucket")
+	}
+	if !p.allow(linesOf(2, 400)) {
+		t.Fatal("800 bytes refused with a full bucket")
+	}
+	if d, _ := p.next(linesOf(1, 400)); d != 2*time.Second {
+		t.Fatalf("a 400-byte line with 200 bytes left waits %v, want 2s", d)
+	}
+}
+
+// A batch larger than a bucket leaves line by line instead of never.
+func TestPacerLargeBatchLineByLine(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newPacer(pacing{burst: 2, interval: time.Second}, clk.now)
+	big := linesOf(5, 50)
+	d, n := p.next(big)
+	if d != 0 || n != 1 {
+		t.Fatalf("next(5 lines, burst 2) = %v, %d; want 0, 1", d, n)
+	}
+	p.take(big[:1])
+	p.take(big[1:2])
+	if d, n := p.next(big[2:]); d != time.Second || n != 1 {
+		t.Fatalf("third line: next = %v, %d; want 1s, 1", d, n)
+	}
+}
+
+// The peer lanes' gate leaves room for userReserve full lines.
+func TestPacerReserve(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newPacer(pacing{burst: 10, interval: time.Second, burstBytes: 4000, bytesPerSec: 400}, clk.now)
+	one := linesOf(1, 400)
+	if d := p.reserveWait(one, userReserve); d != 0 {
+		t.Fatalf("full buckets: reserveWait = %v", d)
+	}
+	p.take(linesOf(6, 400)) // 4 lines, 1600 bytes left
+	// One more line of 400 B plus 3 × 512 B reserved needs 1936 bytes.
+	if d := p.reserveWait(one, userReserve); d != time.Duration(336*float64(time.Second)/400) {
+		t.Fatalf("reserveWait = %v, want 840ms", d)
+	}
+}
+
+// Slowing down halves rates and bursts, down to a floor.
+func TestPacingSlowed(t *testing.T) {
+	p := pacing{burst: 8, interval: time.Second, burstBytes: 4096, bytesPerSec: 1024}
+	got := p.slowed(2)
+	want := pacing{burst: 2, interval: 4 * time.Second, burstBytes: 1024, bytesPerSec: 256}
+	if got != want {
+		t.Fatalf("slowed(2) = %+v, want %+v", got, want)
+	}
+	floor := p.slowed(20)
+	if floor.burst != 1 || floor.burstBytes != ircLineMax {
+		t.Fatalf("slowed(20) = %+v: below the floor", floor)
+	}
+}
+
+// set keeps what the buckets hold, up to their new sizes.
+func TestPacerSetKeepsDebt(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newPacer(pacing{burst: 8, interval: time.Second}, clk.now)
+	p.take(linesOf(7, 10))
+	p.set(pacing{burst: 4, interval: 2 * time.Second})
+	if d, _ := p.next(linesOf(2, 10)); d != 2*time.Second {
+		t.Fatalf("after set: next = %v, want 2s (one token left, one more every 2s)", d)
+	}
+}
+
+func TestIsFloodText(t *testing.T) {
+	for text, want := range map[string]bool{
+		"Closing Link: 127.0.0.1 (Excess Flood)":                                true,
+		"Closing connection: alice[127.0.0.1] (Receive buffer space exhausted)": true,
+		"RecvQ exceeded": true,
+		"Closing Link: host (Max SendQ exceeded)":        false,
+		"Closing Link: host (Ping timeout: 240 seconds)": false,
+		"Closing Link: host (Quit: bye)":                 false,
+	} {
+		if got := isFloodText(text); got != want {
+			t.Errorf("isFloodText(%q) = %v, want %v", text, got, want)
+		}
+	}
+}
+
+// welcomeUpstream plays a server's side of registration on s.
+func welcomeUpstream(s *testConn) {
+	s.expect("CAP LS", hasParam("CAP", "LS"))
+	s.send(":srv CAP * LS :")
+	s.expect("USER", isCmd("USER"))
+	s.send(":srv 001 alice :Welcome alice!~alice@host.test", ":srv 376 alice :End of MOTD")
+}
+
+// A network that closes the connection for flooding gets a slower pacing,
+// at most maxSlowdown times, and the user is told once per step.
+func TestFloodCloseSlowsDown(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeServer(t, nil)
+	cfg := testConfig(addr)
+	cfg.Network[0].RateBurst = 8
+	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
+	cfg.Network[0].RateBurstBytes = 0
+	env := startProxy(t, cfg, Options{})
+	s := nextConn(t, conns)
+	welcomeUpstream(s)
+	c := registerClient(t, env.addr, "alice")
+	env.waitUp()
+	pacingNow := func() (p pacing) {
+		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
+		return p
+	}
+	want := networkPacing(&cfg.Network[0])
+	if got := pacingNow(); got != want {
+		t.Fatalf("pacing %+v, want %+v", got, want)
+	}
+	for step := 1; step <= maxSlowdown+1; step++ {
+		s.send(":srv ERROR :Closing Link: host.test (Excess Flood)")
+		s.nc.Close()
+		if step <= maxSlowdown {
+			c.expect("told", serviceSays("closed the connection because otrbnc sent too fast"))
+		} else {
+			c.expect("told again", serviceSays("closed the connection for flooding again"))
+		}
+		s = nextConn(t, conns)
+		welcomeUpstream(s)
+		c.expect("reconnected", serviceSays("connected to test as alice"))
+		env.waitUp()
+		if got, want := pacingNow(), want.slowed(min(step, maxSlowdown)); got != want {
+			t.Fatalf("after %d flood closes: pacing %+v, want %+v", step, got, want)
+		}
+	}
+	told := 0
+	for _, l := range c.seenLines() {
+		if strings.Contains(l, "sent too fast") {
+			told++
+		}
+	}
+	if told != maxSlowdown {
+		t.Errorf("told %d times about slowing down, want %d", told, maxSlowdown)
+	}
+}
+
+// A server's notice about flooding slows the running connection down; the
+// same words from a nick do nothing.
+func TestFloodWarningSlowsDown(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeServer(t, nil)
+	cfg := testConfig(addr)
+	cfg.Network[0].RateBurst = 8
+	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
+	env := startProxy(t, cfg, Options{})
+	s := nextConn(t, conns)
+	welcomeUpstream(s)
+	c := registerClient(t, env.addr, "alice")
+	env.waitUp()
+	pacingNow := func() (p pacing) {
+		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
+		return p
+	}
+	want := networkPacing(&cfg.Network[0])
+	s.send(":mallory!m@evil.test NOTICE alice :you are flooding, Excess Flood")
+	c.expect("the nick's notice", func(m *irc.Message) bool { return m.Command == "NOTICE" && m.Prefix.Name == "mallory" })
+	if got := pacingNow(); got != want {
+		t.Fatalf("a nick's notice changed the pacing to %+v", got)
+	}
+	s.send(":srv.test NOTICE alice :*** You are sending too fast: Excess Flood warning")
+	c.expect("told", serviceSays("warned that otrbnc sends too fast"))
+	if got := pacingNow(); got != want.slowed(1) {
+		t.Fatalf("after a server's warning: pacing %+v, want %+v", got, want.slowed(1))
+	}
+}
