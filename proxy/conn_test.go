@@ -373,3 +373,35 @@ func TestConnSeesCloseAfterLastLine(t *testing.T) {
 		t.Fatal("the close was not seen")
 	}
 }
+
+// TestConnBatchLeavesWhole: the fragments of one OTR message leave
+// together once the pacer has room for all of them, rather than the first
+// at once and the rest as tokens come (which left the peer holding half a
+// message while the server's limit allowed the whole).
+func TestConnBatchLeavesWhole(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	const interval = 300 * time.Millisecond
+	c := newIRCConn(a, connOptions{pacer: newPacer(pacing{burst: 3, interval: interval}, nil)})
+	t.Cleanup(c.Close)
+	c.Send("PRIVMSG bob :one")
+	c.Send("PRIVMSG bob :two") // one token left
+	start := time.Now()
+	c.Send("PRIVMSG bob :frag-1", "PRIVMSG bob :frag-2")
+	r := bufio.NewReader(b)
+	b.SetReadDeadline(time.Now().Add(testTimeout))
+	arrived := map[string]time.Duration{}
+	for len(arrived) < 4 {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v (got %v)", err, arrived)
+		}
+		arrived[strings.TrimSpace(l[strings.LastIndexByte(l, ':')+1:])] = time.Since(start)
+	}
+	if f1 := arrived["frag-1"]; f1 < interval*3/4 {
+		t.Errorf("the first fragment left after %v, before there was room for both (%v)", f1, interval)
+	}
+	if gap := arrived["frag-2"] - arrived["frag-1"]; gap > interval/3 {
+		t.Errorf("the second fragment left %v after the first", gap)
+	}
+}
