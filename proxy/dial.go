@@ -53,6 +53,7 @@ type registration struct {
 	user, host string
 	welcome    []*irc.Message // 001 and what preceded the end of registration
 	caps       map[string]bool
+	sasl       bool // logged in with SASL
 }
 
 // dialUpstream connects to the network, with TLS unless irc+insecure was
@@ -235,6 +236,7 @@ func registerUpstream(ctx context.Context, c *ircConn, cfg *config.NetworkConfig
 				send(msg("", "AUTHENTICATE", chunk))
 			}
 		case "903": // RPL_SASLSUCCESS
+			reg.sasl = true
 			send(msg("", "CAP", "END"))
 			capDone = true
 		case "902", "904", "905", "906", "908":

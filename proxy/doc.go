@@ -47,8 +47,9 @@
 //
 // # Output
 //
-// Upstream lines are paced by a token bucket (rate_burst, rate_interval),
-// so what waits in front of a line decides when it leaves. The outgoing
+// Upstream lines are paced (pacing.go: a line bucket and, for servers
+// that charge by size, a lag bucket, chosen by the server's software), so
+// what waits in front of a line decides when it leaves. The outgoing
 // queue (sendqueue.go) has lanes, served in this order:
 //
 //  1. PING and PONG, between two batches, without pacing;

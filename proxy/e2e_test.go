@@ -194,13 +194,13 @@ func TestE2EAlwaysQueueReconnectShutdown(t *testing.T) {
 
 // TestE2EDefaultFloodLimits runs an AKE, an SMP exchange (our step 2 is
 // about 8 fragments) and a long message through ngIRCd with its default
-// flood control, paced by otrbnc's own token bucket.
+// flood control, paced by otrbnc's default pacing (for ngIRCd, once it
+// has named itself).
 func TestE2EDefaultFloodLimits(t *testing.T) {
 	t.Parallel()
 	ircd := startNgircd(t, false)
 	cfg := testConfig(ircd.Addr)
-	cfg.Network[0].RateBurst = 5
-	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
+	cfg.Network[0].Pacing = ""
 	env := startProxy(t, cfg, Options{})
 	env.waitUp()
 	eng := newLibotrEngine(t, "bob", libotrpeer.PolicyManual)

@@ -17,6 +17,7 @@ import (
 func TestFloodDoesNotStallTheUser(t *testing.T) {
 	t.Parallel()
 	env, fn := startFakeNet(t, "", func(c *config.Config) {
+		c.Network[0].Pacing = config.PacingStrict
 		c.Network[0].RateBurst = 5
 		c.Network[0].RateInterval = config.Duration{Duration: 100 * time.Millisecond}
 	}, Options{})

@@ -107,6 +107,10 @@ type network struct {
 	// closed the connection, or warned, for flooding (pacing.go); the
 	// upstream loop reads it when it dials.
 	slowdown atomic.Int32
+	// serverVersion is the server's software as RPL_MYINFO named it, and
+	// upSASL says that otrbnc logged in with SASL: both choose the pacing.
+	serverVersion string
+	upSASL        bool
 	resp     *response // the labeled command being answered
 	batchSeq uint64
 	genkey   genkeyState

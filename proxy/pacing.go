@@ -13,48 +13,54 @@ import (
 // Pacing of the lines sent to a network (docs/configuration.md,
 // "Pacing"). An IRC server parses a client's lines at a bounded rate and
 // keeps what it has not parsed yet in a receive queue; a client whose
-// queue overflows, or whose penalty grows too large, is disconnected for
-// flooding. The pacer models that queue with two token buckets, one
-// counting lines and one counting bytes: a line leaves only when both
-// have room for it, so what waits unparsed at the server never exceeds
-// the buckets' sizes.
+// queue overflows is disconnected for flooding ("Excess Flood"). The
+// pacer models the server with two token buckets: one counts lines (a
+// burst, then one line per interval: solanum, hybrid, InspIRCd, ngIRCd),
+// the other the "fake lag" a server charges by size (UnrealIRCd: each line
+// costs a penalty per started block of bytes, and the server parses while
+// the lag is less than a few seconds ahead). A line leaves only when both
+// have room for it, so that what waits unparsed at the server stays far
+// below every server's limit.
 //
 // The pacer knows batches: the lines of one batch (the fragments of one
-// OTR message) leave together once the buckets have room for all of them,
-// so that a peer never holds half a message while the rest waits; a batch
-// too large for the buckets leaves line by line, at the buckets' rate.
+// OTR message, one AKE message) leave together once the buckets have room
+// for all of them, so that a peer never holds half a message while the
+// rest waits; a batch too large for the buckets leaves line by line, at
+// the buckets' rate.
 
 // ircLineMax is the longest line a client may send, CRLF included.
 const ircLineMax = 512
 
 // pacing is what a pacer enforces.
 type pacing struct {
-	// burst lines at once, then one line per interval.
+	// burst lines at once, then one line per interval; zero interval
+	// counts no lines.
 	burst    int
 	interval time.Duration
-	// burstBytes bytes at once (CRLF included), then bytesPerSec; zero
-	// burstBytes counts no bytes.
-	burstBytes  int
-	bytesPerSec int
+	// penalty, when not zero, is the lag a line costs per started block of
+	// penaltyBytes bytes (at least one block); lines leave while the lag
+	// they add stays within lagMax, and lag drains at one second a second.
+	penalty      time.Duration
+	penaltyBytes int
+	lagMax       time.Duration
 }
 
 // slowed returns p slowed down by level steps (after the network
-// disconnected otrbnc for flooding): each step halves the rates and the
-// bursts, down to one line and one line's worth of bytes.
+// disconnected otrbnc for flooding): each step halves the line rate and
+// the burst (not below three lines, what registering takes, unless it was
+// smaller) and doubles the lag each line is counted for.
 func (p pacing) slowed(level int) pacing {
+	floor := min(p.burst, 3)
 	for range level {
 		p.interval *= 2
-		p.burst = max(1, p.burst/2)
-		if p.burstBytes > 0 {
-			p.burstBytes = max(ircLineMax, p.burstBytes/2)
-			p.bytesPerSec = max(1, p.bytesPerSec/2)
-		}
+		p.burst = max(floor, p.burst/2)
+		p.penalty *= 2
 	}
 	return p
 }
 
 // off reports whether p paces nothing.
-func (p pacing) off() bool { return p.interval <= 0 && p.burstBytes <= 0 }
+func (p pacing) off() bool { return p.interval <= 0 && p.penalty <= 0 }
 
 // bucket is a token bucket: it holds at most burst tokens and gains
 // perSec tokens a second.
@@ -94,8 +100,8 @@ func (b *bucket) wait(n float64) time.Duration {
 type pacer struct {
 	mu    sync.Mutex
 	now   func() time.Time
-	lines bucket
-	bytes bucket // unused when cfg.burstBytes is 0
+	lines bucket // unused when cfg.interval is 0
+	lag   bucket // seconds of server lag; unused when cfg.penalty is 0
 	cfg   pacing
 }
 
@@ -108,51 +114,82 @@ func newPacer(p pacing, now func() time.Time) *pacer {
 	if now == nil {
 		now = time.Now
 	}
-	t := now()
-	pc := &pacer{now: now, cfg: p}
-	if p.interval > 0 {
-		pc.lines = newBucket(float64(time.Second)/float64(p.interval), float64(max(1, p.burst)), t)
-	} else {
-		pc.lines = newBucket(math.Inf(1), math.Inf(1), t)
-	}
-	if p.burstBytes > 0 {
-		pc.bytes = newBucket(float64(p.bytesPerSec), float64(p.burstBytes), t)
-	}
+	pc := &pacer{now: now}
+	pc.reset(p)
 	return pc
 }
 
-// cost returns what lines cost in each bucket.
-func cost(lines []string) (n, size float64) {
-	for _, l := range lines {
-		size += float64(len(l) + 2)
+// reset makes p enforce cfg, with full buckets.
+func (p *pacer) reset(cfg pacing) {
+	t := p.now()
+	p.cfg = cfg
+	p.lines = newBucket(0, 0, t)
+	if cfg.interval > 0 {
+		p.lines = newBucket(float64(time.Second)/float64(cfg.interval), float64(max(1, cfg.burst)), t)
 	}
-	return float64(len(lines)), size
+	p.lag = newBucket(0, 0, t)
+	if cfg.penalty > 0 {
+		p.lag = newBucket(1, cfg.lagMax.Seconds(), t)
+	}
 }
 
-// waitLocked is how long until the buckets hold n lines and size bytes
+// lineWeight is what a command counts for in the line bucket: servers
+// charge more for commands that make them work (ngIRCd and InspIRCd
+// penalties).
+func lineWeight(line string) float64 {
+	if line != "" && line[0] == '@' {
+		if i := strings.IndexByte(line, ' '); i >= 0 {
+			line = line[i+1:]
+		}
+	}
+	cmd, _, _ := strings.Cut(line, " ")
+	switch strings.ToUpper(cmd) {
+	case "WHO", "WHOIS", "WHOWAS", "MODE", "NAMES", "TOPIC":
+		return 2
+	case "LIST", "STATS", "INFO", "HELP", "MOTD", "TRACE":
+		return 3
+	}
+	return 1
+}
+
+// cost returns what lines cost: in the line bucket, and in seconds of
+// server lag.
+func (p *pacer) cost(lines []string) (n, lag float64) {
+	for _, l := range lines {
+		n += lineWeight(l)
+		if p.cfg.penalty > 0 {
+			blocks := 1 + len(l)/max(1, p.cfg.penaltyBytes)
+			lag += float64(blocks) * p.cfg.penalty.Seconds()
+		}
+	}
+	return n, lag
+}
+
+// waitLocked is how long until the buckets hold n lines and lag seconds
 // (each capped to its bucket's size).
-func (p *pacer) waitLocked(n, size float64) time.Duration {
+func (p *pacer) waitLocked(n, lag float64) time.Duration {
 	now := p.now()
-	p.lines.fill(now)
-	d := p.lines.wait(n)
-	if p.cfg.burstBytes > 0 {
-		p.bytes.fill(now)
-		d = max(d, p.bytes.wait(size))
+	var d time.Duration
+	if p.cfg.interval > 0 {
+		p.lines.fill(now)
+		d = p.lines.wait(n)
+	}
+	if p.cfg.penalty > 0 {
+		p.lag.fill(now)
+		d = max(d, p.lag.wait(lag))
 	}
 	return d
 }
 
-func (p *pacer) takeLocked(n, size float64) {
+func (p *pacer) takeLocked(n, lag float64) {
 	p.lines.tokens -= n
-	if p.cfg.burstBytes > 0 {
-		p.bytes.tokens -= size
-	}
+	p.lag.tokens -= lag
 }
 
-// fits reports whether lines can leave together: no bucket is too small
-// for them.
-func (p *pacer) fitsLocked(n, size float64) bool {
-	return n <= p.lines.burst && (p.cfg.burstBytes == 0 || size <= p.bytes.burst)
+// fitsLocked reports whether lines costing n and lag can leave together:
+// no bucket is too small for them.
+func (p *pacer) fitsLocked(n, lag float64) bool {
+	return (p.cfg.interval <= 0 || n <= p.lines.burst) && (p.cfg.penalty <= 0 || lag <= p.lag.burst)
 }
 
 // allow takes the tokens for lines and reports true when the buckets have
@@ -161,13 +198,13 @@ func (p *pacer) allow(lines []string) bool {
 	if p == nil {
 		return true
 	}
-	n, size := cost(lines)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.fitsLocked(n, size) || p.waitLocked(n, size) > 0 {
+	n, lag := p.cost(lines)
+	if !p.fitsLocked(n, lag) || p.waitLocked(n, lag) > 0 {
 		return false
 	}
-	p.takeLocked(n, size)
+	p.takeLocked(n, lag)
 	return true
 }
 
@@ -179,14 +216,14 @@ func (p *pacer) next(lines []string) (wait time.Duration, count int) {
 	if p == nil {
 		return 0, len(lines)
 	}
-	n, size := cost(lines)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.fitsLocked(n, size) {
+	n, lag := p.cost(lines)
+	if !p.fitsLocked(n, lag) {
 		lines = lines[:1]
-		n, size = cost(lines)
+		n, lag = p.cost(lines)
 	}
-	return p.waitLocked(n, size), len(lines)
+	return p.waitLocked(n, lag), len(lines)
 }
 
 // take takes the tokens for lines, which may leave the buckets in debt (a
@@ -195,27 +232,29 @@ func (p *pacer) take(lines []string) {
 	if p == nil {
 		return
 	}
-	n, size := cost(lines)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.waitLocked(n, size) // fills
-	p.takeLocked(n, size)
+	n, lag := p.cost(lines)
+	p.waitLocked(n, lag) // fills
+	p.takeLocked(n, lag)
 }
 
 // reserveWait returns how long until a batch of lines could leave and
-// still leave reserve lines (and as many full-length lines' bytes) for
-// the user: the gate of the peer lanes (see sendQueue). Nothing is
-// taken.
+// still leave room for reserve full-length lines for the user: the gate
+// of the peer lanes (see sendQueue). Nothing is taken.
 func (p *pacer) reserveWait(lines []string, reserve int) time.Duration {
 	if p == nil {
 		return 0
 	}
-	n, size := cost(lines)
-	n += float64(reserve)
-	size += float64(reserve * ircLineMax)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.waitLocked(n, size)
+	n, lag := p.cost(lines)
+	full := strings.Repeat("x", ircLineMax-2)
+	for range reserve {
+		rn, rl := p.cost([]string{full})
+		n, lag = n+rn, lag+rl
+	}
+	return p.waitLocked(n, lag)
 }
 
 // settings returns what the pacer enforces.
@@ -257,20 +296,90 @@ func isFloodText(text string) bool {
 // for flooding (docs/configuration.md, "Pacing").
 var floodWords = [...]string{"flood", "recvq", "receive buffer", "too many lines", "sending too fast"}
 
-// networkPacing returns the pacing configured for cfg.
-func networkPacing(cfg *config.NetworkConfig) pacing {
-	return pacing{
-		burst:       cfg.RateBurst,
-		interval:    cfg.RateInterval.Duration,
-		burstBytes:  cfg.RateBurstBytes,
-		bytesPerSec: cfg.RateBytesPerSecond,
+// Pacing profiles: what each server family allows with its shipped
+// defaults (docs/configuration.md, "Pacing", has the figures and their
+// sources), with a margin.
+var (
+	// strictPacing fits every server below at once: InspIRCd's one line a
+	// second, solanum's five lines parsed at once, UnrealIRCd's lag for
+	// users not logged in. It applies until the server names itself.
+	strictPacing = pacing{burst: 5, interval: time.Second, penalty: time.Second, penaltyBytes: 90, lagMax: 40 * time.Second}
+	// solanum, charybdis, ircd-seven, hybrid: five lines parsed at once,
+	// then two a second; "Excess Flood" beyond 20 queued lines (hybrid:
+	// 2,560 queued bytes).
+	solanumPacing = pacing{burst: 5, interval: 500 * time.Millisecond}
+	// InspIRCd: ten lines at once (penalty threshold), then one a second.
+	inspircdPacing = pacing{burst: 8, interval: time.Second}
+	// ngIRCd: three lines parsed at once, then about three a second (two
+	// for 500-byte lines); it stops reading rather than disconnecting.
+	ngircdPacing = pacing{burst: 5, interval: 500 * time.Millisecond}
+	// UnrealIRCd 6: each line costs a second of lag per started 90 bytes
+	// (750 ms per 180 bytes once logged in), parsed while the lag is less
+	// than 10 s ahead, "Excess Flood" beyond 8,000 queued bytes.
+	unrealPacing      = pacing{burst: 8, interval: time.Second, penalty: time.Second, penaltyBytes: 90, lagMax: 40 * time.Second}
+	unrealKnownPacing = pacing{burst: 8, interval: 750 * time.Millisecond, penalty: 750 * time.Millisecond, penaltyBytes: 180, lagMax: 40 * time.Second}
+)
+
+// serverPacing returns the profile for a server whose RPL_MYINFO names
+// version ("" before it has), and the name of its family.
+func serverPacing(version string, sasl bool) (pacing, string) {
+	v := strings.ToLower(version)
+	switch {
+	case strings.HasPrefix(v, "solanum"), strings.HasPrefix(v, "charybdis"), strings.HasPrefix(v, "ircd-seven"),
+		strings.Contains(v, "hybrid"), strings.Contains(v, "ratbox"):
+		return solanumPacing, "solanum/hybrid"
+	case strings.HasPrefix(v, "inspircd"):
+		return inspircdPacing, "InspIRCd"
+	case strings.HasPrefix(v, "ngircd"):
+		return ngircdPacing, "ngIRCd"
+	case strings.HasPrefix(v, "unrealircd") && sasl:
+		return unrealKnownPacing, "UnrealIRCd"
+	case strings.HasPrefix(v, "unrealircd"):
+		return unrealPacing, "UnrealIRCd"
 	}
+	return strictPacing, "any server"
 }
 
-// pacing returns the network's pacing now, slowed down as often as the
-// network asked for it.
+// pacingFor returns the pacing for cfg on a server that names itself
+// version, logged in with SASL or not, slowed down level times: the
+// server's profile (or the strict one), whose line bucket rate_burst and
+// rate_interval replace when set; nothing with pacing = "off".
+func pacingFor(cfg *config.NetworkConfig, version string, sasl bool, level int) pacing {
+	var p pacing
+	switch cfg.Pacing {
+	case config.PacingOff:
+		return pacing{}
+	case config.PacingStrict:
+		p = strictPacing
+	default:
+		p, _ = serverPacing(version, sasl)
+	}
+	if cfg.RateBurst > 0 {
+		p.burst = cfg.RateBurst
+	}
+	if cfg.RateInterval.Duration > 0 {
+		p.interval = cfg.RateInterval.Duration
+	}
+	return p.slowed(level)
+}
+
+// pacing returns the network's pacing now (see pacingFor).
 func (n *network) pacing() pacing {
-	return networkPacing(&n.cfg).slowed(int(n.slowdown.Load()))
+	return pacingFor(&n.cfg, n.serverVersion, n.upSASL, int(n.slowdown.Load()))
+}
+
+// onServerVersion sets the pacing for the server's software, named by
+// RPL_MYINFO, with full buckets: servers forget a client's penalty when
+// it registers.
+func (n *network) onServerVersion(version string) {
+	n.serverVersion = version
+	if n.up == nil {
+		return
+	}
+	p := n.pacing()
+	n.up.opts.pacer.set(p, true)
+	_, family := serverPacing(version, n.upSASL)
+	n.logger.Info("pacing", "server", version, "profile", family, "pacing", p.describe())
 }
 
 // slowDown slows the network's pacing by one step, unless it is as slow as
@@ -290,11 +399,11 @@ func (n *network) slowDown() bool {
 // describe says what p allows, for the user.
 func (p pacing) describe() string {
 	if p.off() {
-		return "no pacing"
+		return "without pacing"
 	}
 	s := fmt.Sprintf("%d lines at once, then one every %s", p.burst, p.interval)
-	if p.burstBytes > 0 {
-		s += fmt.Sprintf(", and at most %d bytes at once, then %d bytes a second", p.burstBytes, p.bytesPerSec)
+	if p.penalty > 0 {
+		s += fmt.Sprintf(", counting %s of server lag per %d bytes (%s at most)", p.penalty, p.penaltyBytes, p.lagMax)
 	}
 	return s
 }
@@ -307,28 +416,34 @@ func (n *network) onFloodWarning(text string) {
 	}
 	p := n.pacing()
 	if n.up != nil {
-		n.up.opts.pacer.set(p)
+		n.up.opts.pacer.set(p, false)
 	}
 	n.logger.Warn("the network warned about flooding; pacing slowed down", "text", text, "pacing", p.describe())
 	n.tellClients(fmt.Sprintf("%s warned that otrbnc sends too fast (%s); otrbnc now sends it %s",
 		n.cfg.Name, quotePeer(text, 200), p.describe()))
 }
 
-// set changes what the pacer enforces; the buckets keep what they hold, up
-// to their new sizes.
-func (p *pacer) set(cfg pacing) {
+// set changes what the pacer enforces. With full, the buckets are
+// full; otherwise they keep what they hold, up to their new sizes.
+func (p *pacer) set(cfg pacing, full bool) {
 	if p == nil || cfg.off() {
 		return
 	}
-	np := newPacer(cfg, p.now)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	p.lines.fill(now)
-	np.lines.tokens = min(np.lines.burst, p.lines.tokens)
-	if p.cfg.burstBytes > 0 && cfg.burstBytes > 0 {
-		p.bytes.fill(now)
-		np.bytes.tokens = min(np.bytes.burst, p.bytes.tokens)
+	p.lag.fill(now)
+	lines, lag := p.lines.tokens, p.lag.tokens
+	hadLines, hadLag := p.cfg.interval > 0, p.cfg.penalty > 0
+	p.reset(cfg)
+	if full {
+		return
 	}
-	p.lines, p.bytes, p.cfg = np.lines, np.bytes, np.cfg
+	if hadLines {
+		p.lines.tokens = min(p.lines.burst, lines)
+	}
+	if hadLag {
+		p.lag.tokens = min(p.lag.burst, lag)
+	}
 }

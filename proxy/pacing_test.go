@@ -28,31 +28,38 @@ func linesOf(n, size int) []string {
 // room for it.
 func TestPacerBatchLeavesWhole(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	p := newPacer(pacing{burst: 4, interval: time.Second, burstBytes: 1000, bytesPerSec: 100}, clk.now)
-	if !p.allow(linesOf(3, 100)) {
-		t.Fatal("3 lines of 100 B refused with full buckets")
+	// Lines: 4, one a second. Lag: 20 s, a second per started 100 bytes.
+	p := newPacer(pacing{burst: 4, interval: time.Second, penalty: time.Second, penaltyBytes: 100, lagMax: 20 * time.Second}, clk.now)
+	if !p.allow(linesOf(3, 102)) { // 100 bytes without CRLF: 2 s each
+		t.Fatal("3 lines refused with full buckets")
 	}
-	// One line token and 700 bytes left: two lines do not fit.
-	if p.allow(linesOf(2, 100)) {
+	// One line token and 14 s of lag left: two lines do not fit.
+	if p.allow(linesOf(2, 50)) {
 		t.Fatal("2 lines allowed with one line token left")
 	}
-	if d, n := p.next(linesOf(2, 100)); n != 2 || d != time.Second {
+	if d, n := p.next(linesOf(2, 50)); n != 2 || d != time.Second {
 		t.Fatalf("next = %v, %d; want 1s, 2", d, n)
 	}
 	clk.advance(time.Second)
-	if !p.allow(linesOf(2, 100)) {
+	if !p.allow(linesOf(2, 50)) {
 		t.Fatal("2 lines refused after a second")
 	}
-	// Bytes: 500 left after 100 s of bytes... none: 700+100-200 = 600.
-	clk.advance(10 * time.Second) // lines full (4), bytes full (1000)
-	if p.allow(linesOf(3, 400)) {
-		t.Fatal("1200 bytes allowed with a 1000-byte bucket")
+	clk.advance(20 * time.Second) // both full
+	// Four lines of 450 bytes cost 5 s of lag each: 20 s, all of it.
+	if !p.allow(linesOf(4, 452)) {
+		t.Fatal("20 s of lag refused with a full 20 s bucket")
 	}
-	if !p.allow(linesOf(2, 400)) {
-		t.Fatal("800 bytes refused with a full bucket")
+	clk.advance(4 * time.Second) // 4 line tokens, 4 s of lag
+	if d, _ := p.next(linesOf(1, 452)); d != time.Second {
+		t.Fatalf("a 5 s line with 4 s of lag left waits %v, want 1s", d)
 	}
-	if d, _ := p.next(linesOf(1, 400)); d != 2*time.Second {
-		t.Fatalf("a 400-byte line with 200 bytes left waits %v, want 2s", d)
+	// WHO counts two lines.
+	p.take([]string{"PING a", "PING b"}) // 2 line tokens and 2 s of lag left
+	if d, _ := p.next([]string{"WHO alice"}); d != 0 {
+		t.Fatalf("a WHO with 2 tokens waits %v", d)
+	}
+	if d, _ := p.next([]string{"WHO alice", "PRIVMSG x :y"}); d != time.Second {
+		t.Fatalf("a WHO and a line (3 tokens) with 2 tokens wait %v, want 1s", d)
 	}
 }
 
@@ -75,29 +82,50 @@ func TestPacerLargeBatchLineByLine(t *testing.T) {
 // The peer lanes' gate leaves room for userReserve full lines.
 func TestPacerReserve(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	p := newPacer(pacing{burst: 10, interval: time.Second, burstBytes: 4000, bytesPerSec: 400}, clk.now)
-	one := linesOf(1, 400)
+	p := newPacer(pacing{burst: 10, interval: time.Second, penalty: time.Second, penaltyBytes: 100, lagMax: 40 * time.Second}, clk.now)
+	one := linesOf(1, 102) // 2 s
 	if d := p.reserveWait(one, userReserve); d != 0 {
 		t.Fatalf("full buckets: reserveWait = %v", d)
 	}
-	p.take(linesOf(6, 400)) // 4 lines, 1600 bytes left
-	// One more line of 400 B plus 3 × 512 B reserved needs 1936 bytes.
-	if d := p.reserveWait(one, userReserve); d != time.Duration(336*float64(time.Second)/400) {
-		t.Fatalf("reserveWait = %v, want 840ms", d)
+	p.take(linesOf(6, 402)) // 4 lines and 40-30 = 10 s of lag left
+	// One more line (2 s) plus 3 full lines (6 s each) needs 20 s.
+	if d := p.reserveWait(one, userReserve); d != 10*time.Second {
+		t.Fatalf("reserveWait = %v, want 10s", d)
 	}
 }
 
-// Slowing down halves rates and bursts, down to a floor.
+// Slowing down halves the line rate and the burst and doubles the lag,
+// down to a floor.
 func TestPacingSlowed(t *testing.T) {
-	p := pacing{burst: 8, interval: time.Second, burstBytes: 4096, bytesPerSec: 1024}
+	p := pacing{burst: 8, interval: time.Second, penalty: time.Second, penaltyBytes: 90, lagMax: 40 * time.Second}
 	got := p.slowed(2)
-	want := pacing{burst: 2, interval: 4 * time.Second, burstBytes: 1024, bytesPerSec: 256}
+	want := pacing{burst: 3, interval: 4 * time.Second, penalty: 4 * time.Second, penaltyBytes: 90, lagMax: 40 * time.Second}
 	if got != want {
 		t.Fatalf("slowed(2) = %+v, want %+v", got, want)
 	}
-	floor := p.slowed(20)
-	if floor.burst != 1 || floor.burstBytes != ircLineMax {
-		t.Fatalf("slowed(20) = %+v: below the floor", floor)
+	if p := (pacing{burst: 2, interval: time.Second}).slowed(3); p.burst != 2 {
+		t.Fatalf("a burst of 2 slowed to %d", p.burst)
+	}
+}
+
+// Each server family gets its profile; an unknown one the strict one.
+func TestServerPacing(t *testing.T) {
+	for version, want := range map[string]pacing{
+		"solanum-1.0-dev":        solanumPacing,
+		"ircd-hybrid-8.2.43":     solanumPacing,
+		"hybrid-7.2.2+oftc1.7.3": solanumPacing,
+		"InspIRCd-3":             inspircdPacing,
+		"ngircd-26.1":            ngircdPacing,
+		"UnrealIRCd-6.1.4":       unrealPacing,
+		"":                       strictPacing,
+		"SomethingElse-1.0":      strictPacing,
+	} {
+		if got, _ := serverPacing(version, false); got != want {
+			t.Errorf("serverPacing(%q) = %+v, want %+v", version, got, want)
+		}
+	}
+	if got, _ := serverPacing("UnrealIRCd-6.1.4", true); got != unrealKnownPacing {
+		t.Errorf("UnrealIRCd with SASL: %+v", got)
 	}
 }
 
@@ -106,7 +134,7 @@ func TestPacerSetKeepsDebt(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
 	p := newPacer(pacing{burst: 8, interval: time.Second}, clk.now)
 	p.take(linesOf(7, 10))
-	p.set(pacing{burst: 4, interval: 2 * time.Second})
+	p.set(pacing{burst: 4, interval: 2 * time.Second}, false)
 	if d, _ := p.next(linesOf(2, 10)); d != 2*time.Second {
 		t.Fatalf("after set: next = %v, want 2s (one token left, one more every 2s)", d)
 	}
@@ -143,7 +171,6 @@ func TestFloodCloseSlowsDown(t *testing.T) {
 	cfg := testConfig(addr)
 	cfg.Network[0].RateBurst = 8
 	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
-	cfg.Network[0].RateBurstBytes = 0
 	env := startProxy(t, cfg, Options{})
 	s := nextConn(t, conns)
 	welcomeUpstream(s)
@@ -153,7 +180,7 @@ func TestFloodCloseSlowsDown(t *testing.T) {
 		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
 		return p
 	}
-	want := networkPacing(&cfg.Network[0])
+	want := pacingFor(&cfg.Network[0], "", false, 0)
 	if got := pacingNow(); got != want {
 		t.Fatalf("pacing %+v, want %+v", got, want)
 	}
@@ -201,7 +228,7 @@ func TestFloodWarningSlowsDown(t *testing.T) {
 		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
 		return p
 	}
-	want := networkPacing(&cfg.Network[0])
+	want := pacingFor(&cfg.Network[0], "", false, 0)
 	s.send(":mallory!m@evil.test NOTICE alice :you are flooding, Excess Flood")
 	c.expect("the nick's notice", func(m *irc.Message) bool { return m.Command == "NOTICE" && m.Prefix.Name == "mallory" })
 	if got := pacingNow(); got != want {

@@ -37,7 +37,9 @@ func (n *network) upstreamLoop(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		start := time.Now()
-		uc, err := dialUpstream(ctx, &n.cfg, n.pacing(), n.logger)
+		// The server's software is not known yet: the strict pacing until
+		// it names itself (onServerVersion).
+		uc, err := dialUpstream(ctx, &n.cfg, pacingFor(&n.cfg, "", false, int(n.slowdown.Load())), n.logger)
 		var reg *registration
 		if err == nil {
 			reg, err = registerUpstream(ctx, uc, &n.cfg)
@@ -131,6 +133,7 @@ func (n *network) onUpstreamUp(uc *ircConn, reg *registration) {
 	n.setSelf(reg.nick, reg.user, reg.host)
 	n.welcome = reg.welcome
 	n.upCaps = reg.caps
+	n.serverVersion, n.upSASL = "", reg.sasl
 	n.batches = nil
 	if len(reg.welcome) > 0 {
 		n.noteServerTime(reg.welcome[0].Tags)
@@ -218,6 +221,9 @@ func (n *network) handleUpstream(m *irc.Message) {
 	case "001":
 		return
 	case "002", "003", "004":
+		if m.Command == "004" && n.burst && len(m.Params) >= 3 {
+			n.onServerVersion(m.Params[2])
+		}
 		if n.burst {
 			if len(n.welcome) < 8 {
 				n.welcome = append(n.welcome, m)

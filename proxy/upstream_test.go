@@ -187,7 +187,7 @@ func TestUpstreamTLSVerificationAndPinning(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		uc, err := dialUpstream(ctx, &cfg, networkPacing(&cfg), nil)
+		uc, err := dialUpstream(ctx, &cfg, pacingFor(&cfg, "", false, 0), nil)
 		cancel()
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err = %v", c.name, err)

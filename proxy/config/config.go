@@ -95,14 +95,15 @@ type NetworkConfig struct {
 	// PlaintextMarker precedes unencrypted messages received while a
 	// session is encrypted.
 	PlaintextMarker string `toml:"plaintext_marker"`
-	// RateBurst and RateInterval pace the upstream writer: up to RateBurst
-	// lines at once, then one line per RateInterval.
+	// Pacing chooses how lines sent to the network are paced: PacingAuto
+	// (the default: by what the server's software allows), PacingStrict
+	// (what every common server allows) or PacingOff.
+	Pacing string `toml:"pacing"`
+	// RateBurst and RateInterval, when set, replace the line count of the
+	// pacing: up to RateBurst lines at once, then one line per
+	// RateInterval.
 	RateBurst    int      `toml:"rate_burst"`
 	RateInterval Duration `toml:"rate_interval"`
-	// RateBurstBytes and RateBytesPerSecond pace it by size as well: up
-	// to RateBurstBytes bytes at once, then RateBytesPerSecond.
-	RateBurstBytes     int `toml:"rate_burst_bytes"`
-	RateBytesPerSecond int `toml:"rate_bytes_per_second"`
 	// PingInterval is how long the upstream may stay silent before we send
 	// a PING; PingTimeout how long we then wait for anything.
 	PingInterval Duration `toml:"ping_interval"`
@@ -176,13 +177,18 @@ const (
 	MaxBacklogLines     = 10000
 )
 
+// Values of NetworkConfig.Pacing.
+const (
+	PacingAuto   = "auto"
+	PacingStrict = "strict"
+	PacingOff    = "off"
+)
+
 // Defaults used when a setting is absent.
 const (
 	DefaultListenAddress   = "127.0.0.1:6667"
 	DefaultPlaintextMarker = "[NOT ENCRYPTED]"
 	DefaultPolicy          = "manual"
-	defaultRateBurst       = 5
-	defaultRateInterval    = 2 * time.Second
 	defaultPingInterval    = 90 * time.Second
 	defaultPingTimeout     = 60 * time.Second
 	defaultReconnectMin    = 10 * time.Second
@@ -425,11 +431,18 @@ func (n *NetworkConfig) ApplyDefaults() error {
 	case n.BacklogLines < 0 || n.BacklogLines > MaxBacklogLines:
 		return fmt.Errorf("backlog_lines %d out of range [1, %d]", n.BacklogLines, MaxBacklogLines)
 	}
-	if n.RateBurst <= 0 {
-		n.RateBurst = defaultRateBurst
+	switch n.Pacing {
+	case "":
+		n.Pacing = PacingAuto
+	case PacingAuto, PacingStrict, PacingOff:
+	default:
+		return fmt.Errorf("pacing %q: want %q, %q or %q", n.Pacing, PacingAuto, PacingStrict, PacingOff)
 	}
-	if n.RateInterval.Duration == 0 {
-		n.RateInterval.Duration = defaultRateInterval
+	if n.RateBurst < 0 {
+		return fmt.Errorf("rate_burst %d: want a positive number of lines", n.RateBurst)
+	}
+	if n.RateInterval.Duration < 0 {
+		return fmt.Errorf("rate_interval %s: want a positive duration", n.RateInterval.Duration)
 	}
 	if n.PingInterval.Duration == 0 {
 		n.PingInterval.Duration = defaultPingInterval
@@ -577,9 +590,14 @@ policy = "manual"
 plaintext_marker = "[NOT ENCRYPTED]"
 # OTR fragment size; 0 computes it from our visible nick!user@host.
 fragment_size = 0
-# Upstream pacing: a burst of rate_burst lines, then one per rate_interval.
-rate_burst = 5
-rate_interval = "2s"
+# Upstream pacing: "auto" paces lines by what the server's software allows
+# (solanum, hybrid, InspIRCd, UnrealIRCd, ngIRCd; the strictest of them
+# until it is known), "strict" always by the strictest, "off" not at all.
+pacing = "auto"
+# rate_burst and rate_interval replace the line count of the pacing: a
+# burst of rate_burst lines, then one per rate_interval.
+# rate_burst = 5
+# rate_interval = "1s"
 # channels = ["#otrbnc"]
 # Lines kept in memory (never on disk), per channel or nick, for clients
 # that are not attached.

@@ -61,7 +61,7 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 	}
 	n := cfg.Network[0]
 	if cfg.Listen[0].Address != DefaultListenAddress || n.Name != "127.0.0.1" || n.Policy != "manual" ||
-		n.PlaintextMarker != DefaultPlaintextMarker || n.RateBurst != defaultRateBurst || n.Username != "alice" ||
+		n.PlaintextMarker != DefaultPlaintextMarker || n.Pacing != PacingAuto || n.RateBurst != 0 || n.Username != "alice" ||
 		n.BacklogLines != DefaultBacklogLines {
 		t.Errorf("defaults not applied: %+v %+v", cfg.Listen, n)
 	}
@@ -73,6 +73,8 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 		"sasl without password":           minimalConfig("[network.sasl]\nmechanism = \"plain\"\n"),
 		"external without cert":           minimalConfig("[network.sasl]\nmechanism = \"external\"\n"),
 		"fragment size too small":         minimalConfig("fragment_size = 20\n"),
+		"unknown pacing":                  minimalConfig("pacing = \"fast\"\n"),
+		"negative rate_burst":             minimalConfig("rate_burst = -1\n"),
 		"negative backlog":                minimalConfig("backlog_lines = -1\n"),
 		"backlog too large":               minimalConfig("backlog_lines = 10001\n"),
 		"no password hash":                strings.Replace(minimalConfig(""), "password_hash", "# password_hash", 1),
