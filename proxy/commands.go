@@ -256,6 +256,7 @@ func cmdStatus(n *network, dc *downstream, args []string) error {
 		}
 		n.tellClient(dc, fmt.Sprintf("network %s: %s, nick %s, default policy %s, fragment size %s, your fingerprint %s",
 			n.cfg.Name, conn, n.nick, n.defaultPolicy(), fragDesc(n), n.otr.id.Key.Fingerprint()))
+		n.tellClient(dc, n.pacingStatus())
 		count := 0
 		for _, p := range n.sortedPeers() {
 			st := p.conv.Status()

@@ -447,3 +447,30 @@ func (p *pacer) set(cfg pacing, full bool) {
 		p.lag.tokens = min(p.lag.burst, lag)
 	}
 }
+
+// pacingStatus says, for status, how lines to the network are paced and
+// how many batches wait for it.
+func (n *network) pacingStatus() string {
+	p := n.pacing()
+	var s string
+	switch _, family := serverPacing(n.serverVersion, n.upSASL); {
+	case p.off():
+		s = "lines to the network are not paced (pacing = off)"
+	case n.cfg.Pacing == config.PacingStrict || family == "any server":
+		s = "lines to the network are paced for any server: " + p.describe()
+	default:
+		s = fmt.Sprintf("lines to the network are paced for %s: %s", family, p.describe())
+	}
+	if n.cfg.RateBurst > 0 || n.cfg.RateInterval.Duration > 0 {
+		s += " (rate_burst/rate_interval from the configuration)"
+	}
+	if l := n.slowdown.Load(); l > 0 {
+		s += fmt.Sprintf("; slowed down %d time(s) because the network complained of flooding", l)
+	}
+	if n.up != nil {
+		if user, peer, _ := n.up.q.stats(); user+peer > 0 {
+			s += fmt.Sprintf("; %d message(s) waiting to be sent", user+peer)
+		}
+	}
+	return s
+}

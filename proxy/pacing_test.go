@@ -240,3 +240,34 @@ func TestFloodWarningSlowsDown(t *testing.T) {
 		t.Fatalf("after a server's warning: pacing %+v, want %+v", got, want.slowed(1))
 	}
 }
+
+// The server's RPL_MYINFO picks the pacing, with full buckets, and status
+// says which.
+func TestServerVersionPicksPacing(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeServer(t, nil)
+	cfg := testConfig(addr)
+	cfg.Network[0].Pacing = config.PacingAuto
+	env := startProxy(t, cfg, Options{})
+	s := nextConn(t, conns)
+	s.expect("CAP LS", hasParam("CAP", "LS"))
+	s.send(":srv CAP * LS :")
+	s.expect("USER", isCmd("USER"))
+	pacingNow := func() (p pacing) {
+		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
+		return p
+	}
+	s.send(":srv 001 alice :Welcome alice!~alice@host.test")
+	s.expect("WHO after registration", isCmd("WHO"))
+	if got := pacingNow(); got != strictPacing {
+		t.Fatalf("before RPL_MYINFO: %+v, want the strict pacing", got)
+	}
+	s.send(":srv 004 alice srv.test InspIRCd-3 iosw biklmnopstv :bklov", ":srv 376 alice :End of MOTD")
+	env.waitUp()
+	c := registerClient(t, env.addr, "alice")
+	if got := pacingNow(); got != inspircdPacing {
+		t.Fatalf("after RPL_MYINFO InspIRCd-3: %+v, want %+v", got, inspircdPacing)
+	}
+	c.send("PRIVMSG *otr :status")
+	c.expect("status", serviceSays("paced for InspIRCd: 8 lines at once, then one every 1s"))
+}
