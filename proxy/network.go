@@ -111,11 +111,11 @@ type network struct {
 	// upSASL says that otrbnc logged in with SASL: both choose the pacing.
 	serverVersion string
 	upSASL        bool
-	resp     *response // the labeled command being answered
-	batchSeq uint64
-	genkey   genkeyState
-	notices  noticeLimiter // peer-caused notices this minute
-	mem      peerMemory    // what other nicks make us hold (peermem.go)
+	resp          *response // the labeled command being answered
+	batchSeq      uint64
+	genkey        genkeyState
+	notices       noticeLimiter // peer-caused notices this minute
+	mem           peerMemory    // what other nicks make us hold (peermem.go)
 	// out is what handling the current event wrote to connections,
 	// flushed when it is done (see ircConn.writeDirect).
 	out outputBatch
