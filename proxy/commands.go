@@ -35,7 +35,7 @@ func otrCommands() []serviceCommand {
 		{
 			name: "status", aliases: []string{"info"}, usage: "status [nick]",
 			help:     "show the network and its private conversations, or one peer in detail",
-			details:  "With a nick: state, protocol version, policy and where it comes from, fingerprint and session id, identity verification in progress, queued messages, instances. The session id (a1b2c3d4 [e5f6a7b8]) is the same on both sides, but your peer's program marks the other half: read your half in brackets aloud to your peer, and check that the half they read to you is your other half. If both match, nobody is in the middle of this session.",
+			details:  "Without a nick: the connection, how lines to the network are paced (and whether the network made otrbnc slow down), your fingerprint, and each conversation that is not plain. With a nick: state, protocol version, policy and where it comes from, fingerprint and session id, identity verification in progress, queued messages, instances. The session id (a1b2c3d4 [e5f6a7b8]) is the same on both sides, but your peer's program marks the other half: read your half in brackets aloud to your peer, and check that the half they read to you is your other half. If both match, nobody is in the middle of this session.",
 			examples: []string{"status", "status bob"}, maxArgs: 1, run: cmdStatus,
 		},
 		{
