@@ -319,8 +319,7 @@ name = "t"
 address = "irc+insecure://%s"
 nick = "alice"
 policy = "manual"
-rate_burst = 1000
-rate_interval = "1ms"
+pacing = "off"
 `, filepath.Join(dir, "state"), cheapHash(t, pw), addr, upstream)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
