@@ -369,6 +369,19 @@ func (f *stateFuzz) step(op, arg byte) {
 			f.server(p + "PRIVMSG alice :?OTR|" + pad + "," + forged)
 		}
 	case 9: // the server changes the rules
+		if arg >= 248 { // names its software, or complains of flooding
+			switch arg % 4 {
+			case 0:
+				f.server(":srv 004 alice srv.test UnrealIRCd-6.1.4 iowx biklmnopstv :bklov")
+			case 1:
+				f.server(":srv 004 alice srv.test ngircd-26.1 iowx biklmnopstv :bklov")
+			case 2:
+				f.server(":srv NOTICE alice :*** You are flooding: Excess Flood")
+			case 3:
+				f.server("ERROR :Closing Link: host.test (Excess Flood)")
+			}
+			break
+		}
 		switch arg % 5 {
 		case 0:
 			f.server(":srv 005 alice CHANTYPES=#abcdefghijklmnopqrstuvwxyz :are supported")
