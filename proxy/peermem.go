@@ -44,6 +44,7 @@ const (
 type peerMemory struct {
 	total  int // sum of otrPeer.mem
 	limit  int
+	high   int       // the highest total since memory was last given back (osmem.go)
 	warned time.Time // when the last over-budget warning was logged
 }
 
@@ -55,6 +56,7 @@ func (n *network) accountPeer(p *otrPeer) {
 	}
 	m := p.memoryUse()
 	n.mem.total += m - p.mem
+	n.mem.high = max(n.mem.high, n.mem.total)
 	p.mem = m
 	if n.mem.total > n.mem.limit {
 		n.shedPeers(n.mem.limit * 9 / 10)
