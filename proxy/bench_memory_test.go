@@ -540,7 +540,10 @@ func envInt(tb testing.TB, name string) int {
 // 980 (growth per added session, the one-time costs of the first session
 // excluded); KiB/session-from-0@N = (RSS(N) − RSS(0)) / N (included);
 // heap-1000-MB and heap-after-MB (Go heap live after the last GC, MB
-// resolution); rss-after-MiB (RSS at the end of the give-back period).
+// resolution); rss-after-MiB (RSS at the end of the give-back period);
+// half-back-s (seconds from the last end reported until RSS was first
+// seen, in the samples a second apart, at most halfway between RSS(0)
+// and RSS(1000); -1 if not within the period).
 //
 // Run (about 1 minute; needs ngircd):
 //
@@ -609,10 +612,14 @@ func BenchmarkSessionRSS(b *testing.B) {
 	}
 	rssMin := rssGone
 	var rssAfter int
+	halfBack := -1.0 // seconds until RSS gave back half of what the sessions added
 	for time.Since(goneAt) < giveBack {
 		time.Sleep(time.Second)
 		rssAfter, _ = o.mem(b)
 		rssMin = min(rssMin, rssAfter)
+		if halfBack < 0 && rssAfter <= rss[0]+(rss[peers]-rss[0])/2 {
+			halfBack = time.Since(goneAt).Seconds()
+		}
 	}
 	b.StopTimer()
 	_, last := o.log.gcCount()
@@ -627,6 +634,7 @@ func BenchmarkSessionRSS(b *testing.B) {
 	b.ReportMetric(float64(heap[peers]), "heap-1000-MB")
 	b.ReportMetric(float64(last.live), "heap-after-MB")
 	b.ReportMetric(float64(rssAfter)/1024, "rss-after-MiB")
+	b.ReportMetric(halfBack, "half-back-s")
 	b.Logf("RSS (KiB) by sessions: %v; Go heap live (MB, last GC) by sessions: %v; peers gone: RSS %d KiB, first GC after: heap %d MB (goal %d MB); after %v RSS %d KiB (lowest %d KiB), heap %d MB; load average after: %s",
 		rss, heap, rssGone, gc.live, gc.goal, giveBack, rssAfter, rssMin, last.live, loadAvg())
 }

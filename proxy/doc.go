@@ -39,7 +39,9 @@
 //     guarded and leftAlone, the two questions the routing asks. policy.go:
 //     masks, the ignore list, where a policy comes from. otr.go: private
 //     messages through the engine both ways; otr_events.go: engine events
-//     as notices and trust updates.
+//     as notices and trust updates. peermem.go: the peer memory budget and
+//     which idle conversations are forgotten; osmem.go: giving freed
+//     memory back to the system after a large drop.
 //   - service.go, commands*.go: the *otr service and its command table;
 //     settings.go: what *otr changes, saved in the state directory.
 //   - conn.go, sendqueue.go, lines.go: connections, the outgoing queue and

@@ -282,7 +282,9 @@ func (n *network) prepareKeys(p *otrPeer) {
 }
 
 // otrTick drives the engine's timers (heartbeats, AKE expiry), sums up
-// the notices held back in the last minute and tops up the DH key pool.
+// the notices held back in the last minute, forgets idle conversations,
+// gives freed memory back to the system after a large drop and tops up
+// the DH key pool.
 func (n *network) otrTick() {
 	n.tickNotices()
 	now := n.now()
@@ -295,6 +297,7 @@ func (n *network) otrTick() {
 		n.tickAsked(p, now)
 	}
 	n.expirePeers(now)
+	n.freeOSMemory(now)
 	if _, err := n.otr.acct.DHKeys.Fill(dhKeysPerTick); err != nil {
 		n.logger.Warn("OTR key pool", "err", err)
 	}

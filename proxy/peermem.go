@@ -3,6 +3,8 @@ package proxy
 import (
 	"slices"
 	"time"
+
+	"otrbnc/otrcore"
 )
 
 // Memory that other nicks can fill. Every nick that sends a private
@@ -18,6 +20,14 @@ import (
 // by holding sessions, every newcomer's. A stranger's conversation is
 // also forgotten after peerIdle without traffic, and there are at most
 // maxPeers conversations.
+//
+// Conversations of peers the user addressed are forgotten too, once they
+// hold nothing (expirable): no session on any instance, encrypted or
+// finished by the peer, no key exchange, nothing queued, the user has not
+// addressed the peer for the engagement time and it saw no traffic for
+// peerIdle. A conversation the peer finished is kept: it refuses the
+// user's messages until the user runs finish or start, and a new one
+// would send them in clear.
 
 const (
 	// maxPeers bounds the conversations kept per network.
@@ -34,6 +44,7 @@ const (
 type peerMemory struct {
 	total  int // sum of otrPeer.mem
 	limit  int
+	high   int       // the highest total since memory was last given back (osmem.go)
 	warned time.Time // when the last over-budget warning was logged
 }
 
@@ -45,6 +56,7 @@ func (n *network) accountPeer(p *otrPeer) {
 	}
 	m := p.memoryUse()
 	n.mem.total += m - p.mem
+	n.mem.high = max(n.mem.high, n.mem.total)
 	p.mem = m
 	if n.mem.total > n.mem.limit {
 		n.shedPeers(n.mem.limit * 9 / 10)
@@ -127,14 +139,30 @@ func (n *network) shedPeers(target int) {
 	}
 }
 
-// expirePeers forgets conversations that hold nothing worth keeping and
-// saw no traffic for peerIdle (called from the network's tick).
+// expirePeers forgets conversations that saw no traffic for peerIdle
+// and hold nothing worth keeping: strangers' (sheddable), and any that
+// is expirable (called from the network's tick).
 func (n *network) expirePeers(now time.Time) {
 	for _, p := range n.otr.peers {
-		if n.sheddable(p, now) && now.Sub(p.lastActive()) >= peerIdle {
+		if now.Sub(p.lastActive()) >= peerIdle && (n.sheddable(p, now) || expirable(p, now)) {
 			n.forgetPeer(p)
 		}
 	}
+}
+
+// expirable reports whether forgetting p changes nothing the user could
+// notice in what otrbnc sends or refuses: the user has not addressed p
+// for the engagement time, and its conversation has no session on any
+// instance (encrypted or finished by the peer), no key exchange under
+// way and nothing queued. A conversation created anew for the nick then
+// behaves as this one would: its policy is decided from the same inputs
+// (decidePolicy), and the keys the nick showed stay in the trust book.
+func expirable(p *otrPeer, now time.Time) bool {
+	if p.engaged(now) {
+		return false
+	}
+	st := p.conv.Status()
+	return st.State == otrcore.StatePlaintext && len(st.Instances) == 0 && st.Held == 0
 }
 
 // evictPeer makes room for one more conversation: the sheddable one idle

@@ -5,6 +5,10 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"otrbnc/otrcore"
+	"otrbnc/proxy/config"
 )
 
 // TestPeersKeepNoLines: what otrbnc keeps about a nick (its key, nick and
@@ -63,4 +67,104 @@ func TestFragmentTagsCounted(t *testing.T) {
 			t.Errorf("erin's account is %d bytes with 8,000 bytes of tags kept", p.mem)
 		}
 	})
+}
+
+// tick runs the network's timers once, as its ticker does.
+func (e *proxyEnv) tick() {
+	e.t.Helper()
+	e.inNetwork(func(n *network) { n.otrTick(); n.out.flush() })
+}
+
+// hasPeer reports whether the network keeps a conversation with nick.
+func (e *proxyEnv) hasPeer(nick string) bool {
+	e.t.Helper()
+	has := false
+	e.inNetwork(func(n *network) { has = n.lookupPeer(nick) != nil })
+	return has
+}
+
+// TestAddressedPeerExpires: the conversation of a nick the user wrote to
+// in clear is forgotten once the user has not addressed the nick for the
+// engagement time and it has been idle for peerIdle; before, otrbnc kept
+// every such conversation for good (issue 14, target 3: memory returns
+// when peers go away).
+func TestAddressedPeerExpires(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", nil, Options{Now: clock.now})
+	c := registerClient(t, env.addr, "alice")
+	c.send("PRIVMSG carol :hello in clear")
+	fn.sync(c)
+	if !env.hasPeer("carol") {
+		t.Fatal("no conversation with carol after writing to her")
+	}
+	clock.advance(peerIdle + time.Minute)
+	env.tick()
+	if !env.hasPeer("carol") {
+		t.Fatalf("carol's conversation was forgotten %v after the user wrote to her, within the engagement time", peerIdle+time.Minute)
+	}
+	clock.advance(engagement)
+	env.tick()
+	if env.hasPeer("carol") {
+		t.Fatal("carol's conversation is kept although it holds nothing and the user has not written to her for 40 minutes")
+	}
+	cmd(c, "status carol", "[carol] no conversation")
+}
+
+// TestExpiredPeerStaysGuarded: forgetting the idle conversation of a nick
+// whose policy requires encryption changes nothing about what otrbnc
+// sends: the next message is queued again, never sent in clear (I1).
+func TestExpiredPeerStaysGuarded(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", func(c *config.Config) {
+		c.Network[0].Peers = map[string]config.PeerConfig{"dave": {Policy: "always"}}
+	}, Options{Now: clock.now})
+	c := registerClient(t, env.addr, "alice")
+	c.send("PRIVMSG dave :first secret")
+	c.expect("queued", serviceSays("queued"))
+	cmd(c, "discard dave", "dave")
+	clock.advance(engagement + peerIdle)
+	env.tick()
+	if env.hasPeer("dave") {
+		t.Fatal("dave's conversation, with nothing queued and no session, was not forgotten")
+	}
+	c.send("PRIVMSG dave :second secret")
+	c.expect("queued again", serviceSays("queued"))
+	fn.sync(c)
+	for _, m := range fn.sentTo("dave") {
+		if strings.Contains(m.Trailing(), "secret") {
+			t.Errorf("otrbnc sent dave %q in clear", m.String())
+		}
+	}
+}
+
+// TestFinishedPeerKept: a conversation the peer ended is never forgotten
+// for being idle: it refuses the user's messages until the user runs
+// finish or start, and a conversation made anew would send them in clear
+// under the default policy.
+func TestFinishedPeerKept(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", nil, Options{Now: clock.now})
+	c := registerClient(t, env.addr, "alice")
+	bob := fn.addPeer("bob", testKey(t, 1), 0x2002)
+	bob.secure(c)
+	c.send("PRIVMSG bob :hello")
+	bob.expectText("hello")
+	bob.do(func(cv *otrcore.Conversation) (otrcore.Result, error) { return cv.End(time.Now()), nil })
+	c.expect("peer finished", serviceSays("ended the private conversation"))
+	clock.advance(24 * time.Hour)
+	env.tick()
+	if !env.hasPeer("bob") {
+		t.Fatal("the conversation bob finished was forgotten")
+	}
+	c.send("PRIVMSG bob :not for clear text")
+	c.expect("refused", serviceSays("NOT sent"))
+	fn.sync(c)
+	for _, m := range fn.sentTo("bob") {
+		if strings.Contains(m.Trailing(), "not for clear text") {
+			t.Errorf("otrbnc sent bob %q in clear", m.String())
+		}
+	}
 }

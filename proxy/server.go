@@ -42,6 +42,11 @@ type Options struct {
 	// (settings-NETWORK.json); empty means the configuration's
 	// state_dir. With neither, settings last until otrbnc stops.
 	StateDir string
+	// FreeOSMemory gives the memory the Go runtime freed back to the
+	// system; a network calls it after a large drop of its peer state, at
+	// most once a minute for the whole server (osmem.go). nil means
+	// runtime/debug.FreeOSMemory in a goroutine of its own.
+	FreeOSMemory func()
 }
 
 // Server is a running otrbnc: listeners plus one owner goroutine per
@@ -55,6 +60,7 @@ type Server struct {
 	// unauthenticated counts clients that have not logged in yet.
 	unauthenticated atomic.Int64
 	reload          reloadState // see Reload (reload.go)
+	osFree          osFreer     // see osmem.go
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -83,7 +89,10 @@ func NewServer(cfg *config.Config, opts Options) (*Server, error) {
 	if len(cfg.Network) == 0 {
 		return nil, errors.New("no network configured")
 	}
-	s := &Server{cfg: cfg, opts: opts, logger: opts.Logger}
+	if opts.FreeOSMemory == nil {
+		opts.FreeOSMemory = freeOSMemoryAsync
+	}
+	s := &Server{cfg: cfg, opts: opts, logger: opts.Logger, osFree: osFreer{free: opts.FreeOSMemory}}
 	for i := range cfg.Network {
 		n, err := newNetwork(s, cfg.Network[i])
 		if err != nil {
