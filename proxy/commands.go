@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"otrbnc/otrcore"
 )
@@ -191,6 +192,7 @@ func cmdStart(n *network, dc *downstream, args []string) error {
 	if err != nil {
 		return fmt.Errorf("OTR is off for %s (policy %s); change it with: policy %s manual", p.nick, p.policy, p.nick)
 	}
+	p.closedAt = time.Time{} // the user chose: a new private conversation
 	n.tellClient(dc, fmt.Sprintf("[%s] asking %s for a private conversation…", p.nick, p.nick))
 	return n.applyResult(p, res)
 }
@@ -206,10 +208,21 @@ func cmdFinish(n *network, dc *downstream, args []string) error {
 			ended++
 			n.applyResult(p, p.conv.End(n.now()))
 		}
+		for _, p := range n.otr.peers {
+			if !p.closedAt.IsZero() {
+				p.closedAt = time.Time{}
+				ended++
+			}
+		}
+		ended += len(n.otr.closed)
+		clear(n.otr.closed)
 		if ended == 0 {
 			n.tellClient(dc, "no private conversation to end")
 		}
 		return nil
+	}
+	if _, ok := n.otr.closed[n.casemap.fold(args[0])]; ok && validPeerNick(n, args[0]) == nil {
+		n.peer(args[0]) // takes the closed conversation over (closedAt)
 	}
 	p, err := n.knownPeer(args[0])
 	if err != nil {
@@ -218,9 +231,15 @@ func cmdFinish(n *network, dc *downstream, args []string) error {
 	if err := n.requireUp(); err != nil && peerEncrypted(p.conv.Status()) {
 		return err
 	}
+	closed := !p.closedAt.IsZero()
+	p.closedAt = time.Time{} // the user chose: clear text
 	res := p.conv.End(n.now())
 	if len(res.Events) == 0 {
-		n.tellClient(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
+		if closed {
+			n.tellClient(dc, fmt.Sprintf("[%s] the private conversation otrbnc had closed is finished: what you send to %s now goes in clear", p.nick, p.nick))
+		} else {
+			n.tellClient(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
+		}
 	}
 	return n.applyResult(p, res)
 }

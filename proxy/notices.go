@@ -127,6 +127,7 @@ const (
 	noticeNewKey       noticeKind = "new keys"
 	noticeTooLarge     noticeKind = "OTR messages too large to reassemble"
 	noticeOtherSession noticeKind = "messages from another session"
+	noticeClosed       noticeKind = "private conversations closed for lack of activity or memory"
 )
 
 // noticeLimiter counts peer-caused notices within the current window.

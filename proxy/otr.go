@@ -160,6 +160,12 @@ func (n *network) privateFromClient(dc *downstream, target, text string, ctags i
 		}
 		plaintext = a
 	}
+	if !p.closedAt.IsZero() && p.conv.Status().State == otrcore.StatePlaintext {
+		n.refuseToClient(dc, p.nick, "your message was NOT sent: otrbnc closed the private conversation",
+			fmt.Sprintf("your message was NOT sent: otrbnc closed the private conversation %s had started, at %s. Run /msg *otr start %s for a new private conversation, or /msg *otr finish %s to talk in clear",
+				p.nick, p.closedAt.Local().Format("15:04:05"), p.nick, p.nick))
+		return
+	}
 	tags := n.tagsUpstream(ctags)
 	if p.guarded() && n.setting("client_tags") != "pass" {
 		tags = nil

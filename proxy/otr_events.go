@@ -65,6 +65,9 @@ func (n *network) otrEvent(p *otrPeer, ev otrcore.Event) {
 			return
 		}
 		p.asked = time.Time{}
+		if ev.Current {
+			p.closedAt = time.Time{} // a new private conversation
+		}
 		if !ev.Current {
 			// Another client of the peer (another instance), with a key
 			// the engine may not switch to by itself (I4).

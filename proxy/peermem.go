@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -77,12 +78,48 @@ func (p *otrPeer) memoryUse() int {
 const tagOverhead = 64
 
 // forgetPeer removes p from the network; a session it held is wiped
-// without telling the peer (it learns at its next message).
+// without telling the peer (it learns at its next message). If the
+// conversation was private (encrypted or finished), the user is told, and
+// the nick is remembered in otrState.closed so that the user's next
+// message to it is refused instead of going out in clear: the user saw
+// the conversation start and has not seen it end.
 func (n *network) forgetPeer(p *otrPeer) {
-	p.conv.End(n.now()) // wipes the session keys; nothing is sent
+	now := n.now()
+	st := p.conv.Status()
+	wasPrivate := st.State != otrcore.StatePlaintext || peerEncrypted(st)
+	p.conv.End(now) // wipes the session keys; nothing is sent
 	delete(n.otr.peers, p.key)
 	n.mem.total -= p.mem
 	p.mem = 0
+	switch {
+	case wasPrivate:
+		n.rememberClosed(p.key, now)
+		n.tellClientsAboutPeerEvent(p, noticeClosed, "otrbnc closed this private conversation; your next message will NOT be sent until you run start or finish",
+			fmt.Sprintf("otrbnc closed the private conversation %s started (you never wrote to %s, and otrbnc keeps such conversations only while they are active). Your next message to %s will NOT be sent: run /msg *otr start %s for a new private conversation, or /msg *otr finish %s to talk in clear",
+				p.nick, p.nick, p.nick, p.nick, p.nick))
+	case !p.closedAt.IsZero():
+		n.rememberClosed(p.key, p.closedAt)
+	}
+}
+
+// maxClosed bounds the nicks remembered in otrState.closed; beyond it
+// the oldest is dropped (logged).
+const maxClosed = maxPeers
+
+// rememberClosed records that otrbnc forgot a private conversation with
+// the nick key at t.
+func (n *network) rememberClosed(key string, t time.Time) {
+	if len(n.otr.closed) >= maxClosed {
+		oldest := ""
+		for k, v := range n.otr.closed {
+			if oldest == "" || v.Before(n.otr.closed[oldest]) {
+				oldest = k
+			}
+		}
+		delete(n.otr.closed, oldest)
+		n.logger.Warn("too many closed private conversations remembered; the oldest is forgotten", "count", maxClosed)
+	}
+	n.otr.closed[key] = t
 }
 
 // lastActive is when p last saw traffic, or was created.

@@ -168,3 +168,40 @@ func TestFinishedPeerKept(t *testing.T) {
 		}
 	}
 }
+
+// TestForgottenStrangerSessionStaysGuarded: a private conversation a
+// stranger started, forgotten after peerIdle of silence, must not turn
+// into clear text behind the user's back. The user saw "private
+// conversation with eve started" and never saw it end; otrbnc used to
+// forget it silently, and the user's next message to eve went out in
+// clear (policy manual). Now the user is told, and that message is
+// refused until the user runs start or finish.
+func TestForgottenStrangerSessionStaysGuarded(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	env, fn := startFakeNet(t, "", nil, Options{Now: clock.now})
+	c := registerClient(t, env.addr, "alice")
+	eve := fn.addPeer("eve", testKey(t, 2), 0x5005)
+	eve.start()
+	c.expect("gone secure", serviceSays("private conversation with eve started"))
+	clock.advance(peerIdle + time.Minute)
+	env.tick()
+	if env.hasPeer("eve") {
+		t.Fatal("the idle stranger's conversation was kept; this test needs it forgotten")
+	}
+	c.expect("told", serviceSays("otrbnc closed the private conversation eve started"))
+	c.send("PRIVMSG eve :SECRET-AFTER-EXPIRY")
+	c.expect("refused", serviceSays("your message was NOT sent: otrbnc closed the private conversation"))
+	c.send("PRIVMSG eve :\x01ACTION SECRET-ACTION\x01")
+	c.expect("action refused", serviceSays("your message was NOT sent: otrbnc closed the private conversation"))
+	fn.sync(c)
+	for _, m := range fn.sentTo("eve") {
+		if strings.Contains(m.Trailing(), "SECRET") {
+			t.Fatalf("sent in clear after the conversation was forgotten: %q", m.Trailing())
+		}
+	}
+	// The user decides: finish, then clear text is what they asked for.
+	cmd(c, "finish eve", "now goes in clear")
+	c.send("PRIVMSG eve :now in clear, as asked")
+	eve.expectText("now in clear, as asked")
+}

@@ -25,6 +25,10 @@ type otrState struct {
 	policy   otrcore.Policy
 	policies map[string]otrcore.Policy // by folded nick
 	peers    map[string]*otrPeer       // by folded nick
+	// closed remembers, by folded nick, the private conversations otrbnc
+	// forgot while they were encrypted or finished (peermem.go): the
+	// user's next message to the nick is refused rather than sent in clear.
+	closed map[string]time.Time
 }
 
 // otrPeer is one nick we talk to privately.
@@ -40,6 +44,10 @@ type otrPeer struct {
 	// a command about it) plus engagement: until then, replies to the peer
 	// travel with the user's own traffic.
 	engagedUntil time.Time
+	// closedAt is when otrbnc forgot a private conversation with this nick
+	// that was encrypted or finished (see otrState.closed); until the user
+	// runs start or finish, or a new session starts, clear text is refused.
+	closedAt time.Time
 	// addressed says the user addressed this peer at least once: its
 	// conversation is never dropped to make room (peermem.go).
 	addressed bool
@@ -139,6 +147,7 @@ func newOTRState(n *network) (*otrState, error) {
 		policy:   pol,
 		policies: map[string]otrcore.Policy{},
 		peers:    map[string]*otrPeer{},
+		closed:   map[string]time.Time{},
 	}
 	for nick, pc := range n.cfg.Peers {
 		p, err := otrcore.ParsePolicy(pc.Policy)
@@ -239,6 +248,8 @@ func (n *network) guarded(nick string) bool {
 		return p.sessionGuarded() // policies are for nicks
 	case p != nil:
 		return p.guarded()
+	case n.otr.closed[n.casemap.fold(nick)] != time.Time{}:
+		return true
 	case n.isChannel(nick):
 		return false
 	}
@@ -251,10 +262,12 @@ func (p *otrPeer) guarded() bool {
 }
 
 // sessionGuarded reports whether the conversation's own state forbids
-// clear text: encrypted or finished, or messages queued.
+// clear text: encrypted or finished, or messages queued, or a private
+// conversation otrbnc closed (closedAt) and the user has not said what
+// next.
 func (p *otrPeer) sessionGuarded() bool {
 	st := p.conv.Status()
-	return st.State != otrcore.StatePlaintext || peerEncrypted(st) || st.Held > 0
+	return st.State != otrcore.StatePlaintext || peerEncrypted(st) || st.Held > 0 || !p.closedAt.IsZero()
 }
 
 // leftAlone reports whether otrbnc passes text to and from nick untouched
@@ -274,6 +287,10 @@ func (n *network) peer(nick string) *otrPeer {
 		}
 		key, nick = strings.Clone(key), strings.Clone(nick)
 		p = &otrPeer{key: key, nick: nick, created: n.now(), peerPolicy: n.decidePolicy(nick)}
+		if t, ok := n.otr.closed[key]; ok {
+			p.closedAt = t
+			delete(n.otr.closed, key)
+		}
 		p.conv = otrcore.NewConversation(n.otr.acct, key, otrcore.Options{
 			Policy:         p.policy,
 			MaxMessageSize: p.fragSize,
