@@ -27,7 +27,41 @@ type Server struct {
 	conf string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *syncBuffer
+	// log holds the output of the runs before the current one.
+	log string
+}
+
+// syncBuffer is a bytes.Buffer that ngIRCd's output goroutine and the test
+// can use at the same time.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Log returns what ngIRCd has written so far, over all its runs: in the
+// foreground it logs every registration ("User \"nick!user@host\"
+// registered (connection N).") and every connection it closes, with the
+// reason ("Shutting down connection N (reason) …").
+func (s *Server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out == nil {
+		return s.log
+	}
+	return s.log + s.out.String()
 }
 
 // Path returns the ngircd executable, skipping tb when it is missing (or
@@ -84,7 +118,10 @@ func (s *Server) Start() {
 	s.tb.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.out = &bytes.Buffer{}
+	if s.out != nil {
+		s.log += s.out.String()
+	}
+	s.out = &syncBuffer{}
 	s.cmd = exec.Command(s.bin, "-n", "-f", s.conf)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
