@@ -813,12 +813,13 @@ type pacingResult struct {
 	burst        []time.Duration
 	burstMissing int
 	burstLines   int
-	// steadyN messages were answered in steadyDur.
-	steadyN   int
-	steadyDur time.Duration
-	drops     []string
-	notes     []string
-	err       error
+	// steadyN messages were answered in steadyDur; the peer received
+	// steadyLines lines meanwhile.
+	steadyN, steadyLines int
+	steadyDur            time.Duration
+	drops                []string
+	notes                []string
+	err                  error
 }
 
 // pad makes a benchmark text of exactly n bytes starting with prefix.
@@ -926,6 +927,7 @@ func (s *pacingSide) run(state string, idle, steady time.Duration) (r pacingResu
 
 	// Phase 3: a conversation where each message waits for the answer.
 	start := time.Now()
+	steady0 := s.peerLines()
 	var lastAck time.Time
 	for seq := 0; time.Since(start) < steady; seq++ {
 		k := fmt.Sprintf("r %d", seq)
@@ -950,6 +952,7 @@ func (s *pacingSide) run(state string, idle, steady time.Duration) (r pacingResu
 		r.steadyN++
 	}
 	r.steadyDur = lastAck.Sub(start)
+	r.steadyLines = s.peerLines() - steady0
 	select {
 	case <-s.peer.done:
 		r.drops = append(r.drops, "the peer's connection to ngIRCd closed")
@@ -988,9 +991,9 @@ func (r *pacingResult) detail() string {
 		lat = append(lat, fmt.Sprintf("%.1f", d.Seconds()))
 	}
 	s := fmt.Sprintf("%s ircd=%s start=%s: secure %.2f s (peer %.2f s), first message %.2f s after %d lines at the peer, %d OTR queries; "+
-		"20 messages typed at once took %d lines, delivered after (s) %s; steady: %d messages answered in %.1f s",
+		"20 messages typed at once took %d lines, delivered after (s) %s; steady: %d messages answered in %.1f s, %d lines at the peer",
 		r.bouncer, r.ircd, r.state, r.secure.Seconds(), r.peerSecure.Seconds(), r.first.Seconds(), r.akeLines, r.queries,
-		r.burstLines, strings.Join(lat, " "), r.steadyN, r.steadyDur.Seconds())
+		r.burstLines, strings.Join(lat, " "), r.steadyN, r.steadyDur.Seconds(), r.steadyLines)
 	if len(r.notes) > 0 {
 		s += "; notes: " + strings.Join(r.notes, "; ")
 	}
