@@ -25,7 +25,7 @@ const floodLimitsWait = 45 * time.Second
 // processes about three commands a second per client and makes the rest
 // wait) and otrbnc with its default pacing (rate_burst and rate_interval
 // unset): a few lines to a channel, then start, then one 1,500-byte message
-// (six OTR fragments) as soon as the conversation is private. The libotr
+// (several OTR fragments) as soon as the conversation is private. The libotr
 // peer must read the message intact, both sides must be encrypted, and the
 // upstream connection must never have been dropped: no second registration
 // and no closed connection in ngIRCd's log, no disconnect notice at the
@@ -90,8 +90,8 @@ func TestDefaultFloodLimitsAKEAndLongMessage(t *testing.T) {
 			t.Fatalf("the peer did not read the %d-byte message within %v of sending it", len(long), floodLimitsWait)
 		}
 	}
-	t.Logf("secure after %v, the long message (%d lines) read after %v (since ngIRCd started)",
-		secure.Round(time.Millisecond), bob.privmsgs.Load()-before, time.Since(start).Round(time.Millisecond))
+	t.Logf("secure after %v; the long message read after %v, %d lines at the peer since it was sent (the end of the AKE included)",
+		secure.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), bob.privmsgs.Load()-before)
 
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
