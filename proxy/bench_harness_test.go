@@ -98,7 +98,8 @@ type otrbncConfig struct {
 	nick     string
 	policy   string // default "manual"
 	// rateBurst and rateInterval pace the upstream writer; zero values
-	// leave otrbnc's defaults (5 and "2s").
+	// leave rate_burst and rate_interval out of the file, so otrbnc's
+	// defaults apply (5 and "2s" today) whatever they become.
 	rateBurst    int
 	rateInterval string
 	// env is added to the process environment (e.g. GODEBUG=gctrace=1).
@@ -188,7 +189,18 @@ func zncPath(tb testing.TB) string {
 // towards the server (FloodRate = -1 turns ZNC's send queue throttle
 // off), no connect delay.
 func zncConfigText(port int, upstream, nick string) string {
+	return zncConfig(port, upstream, nick, false)
+}
+
+// zncConfig is zncConfigText; with defaultFlood the network has no
+// FloodRate and FloodBurst lines, so ZNC's own defaults pace what it sends
+// to the server.
+func zncConfig(port int, upstream, nick string, defaultFlood bool) string {
 	host, uport, _ := net.SplitHostPort(upstream)
+	flood := "\t\tFloodRate = -1.00\n\t\tFloodBurst = 4\n"
+	if defaultFlood {
+		flood = ""
+	}
 	return fmt.Sprintf(`Version = 1.8.2
 ConnectDelay = 0
 ServerThrottle = 0
@@ -210,17 +222,22 @@ ServerThrottle = 0
 	RealName = %s
 	<Network bench>
 		Server = %s %s
-		FloodRate = -1.00
-		FloodBurst = 4
-	</Network>
+%s	</Network>
 </User>
-`, port, benchPassword, nick, nick, nick, nick, host, uport)
+`, port, benchPassword, nick, nick, nick, nick, host, uport, flood)
 }
 
 // startZNC runs ZNC 1.8 as a plain bouncer for nick on upstream. As root it
 // runs as nobody (ZNC refuses to start as root without a 30-second
 // warning pause).
 func startZNC(tb testing.TB, upstream, nick string) *bouncer {
+	tb.Helper()
+	return startZNCFlood(tb, upstream, nick, false)
+}
+
+// startZNCFlood is startZNC; with defaultFlood ZNC paces the lines it
+// sends to the server with its default flood protection (see zncConfig).
+func startZNCFlood(tb testing.TB, upstream, nick string, defaultFlood bool) *bouncer {
 	tb.Helper()
 	bin := zncPath(tb)
 	dir, err := os.MkdirTemp("", "otrbnc-bench-znc-")
@@ -232,7 +249,7 @@ func startZNC(tb testing.TB, upstream, nick string) *bouncer {
 	if err := os.MkdirAll(filepath.Join(dir, "configs"), 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	conf := zncConfigText(port, upstream, nick)
+	conf := zncConfig(port, upstream, nick, defaultFlood)
 	if err := os.WriteFile(filepath.Join(dir, "configs", "znc.conf"), []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}

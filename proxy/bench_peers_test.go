@@ -267,6 +267,15 @@ int accept4(int s, struct sockaddr *a, socklen_t *l, int flags) {
 // compiler builds it). It returns the server's address.
 func startNgircdNoDelay(tb testing.TB, relaxed bool) string {
 	tb.Helper()
+	addr, _ := startNgircdNoDelayLog(tb, relaxed)
+	return addr
+}
+
+// startNgircdNoDelayLog is startNgircdNoDelay that also returns ngIRCd's
+// log (it logs every registration and closed connection to its standard
+// output in the foreground).
+func startNgircdNoDelayLog(tb testing.TB, relaxed bool) (string, *procLog) {
+	tb.Helper()
 	bin := ircdtest.Path(tb)
 	cc, err := exec.LookPath("cc")
 	if err != nil {
@@ -297,5 +306,5 @@ func startNgircdNoDelay(tb testing.TB, relaxed bool) string {
 	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitListening(tb, "ngircd", addr, log)
-	return addr
+	return addr, log
 }
