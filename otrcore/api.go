@@ -352,6 +352,9 @@ type Status struct {
 	SMPHasQuestion    bool
 	// Held is the number of queued outgoing messages.
 	Held int
+	// Asked: the user asked for a private conversation (Start) that has
+	// not started yet; messages typed meanwhile are held.
+	Asked bool
 	// Instances lists every peer instance with a session or an AKE under
 	// way, the current one included.
 	Instances []InstanceStatus

@@ -125,6 +125,11 @@ type Conversation struct {
 	held      []string
 	heldBytes int
 	lastQuery time.Time
+	// asked: the user asked for a private conversation (Start) and none
+	// has started since, nor did the user End: what the user types is
+	// held, whatever the policy, rather than sent in clear while the key
+	// exchange the user asked for is on its way.
+	asked bool
 
 	// gotPlaintext: a plaintext message arrived since we last entered
 	// PLAINTEXT, so we stop offering whitespace tags.
@@ -246,7 +251,7 @@ func (c *Conversation) all() []*instance {
 // (where user messages and SMP go) and every instance with a session or
 // an AKE under way.
 func (c *Conversation) Status() Status {
-	st := Status{Held: len(c.held)}
+	st := Status{Held: len(c.held), Asked: c.asked}
 	if in := c.current; in != nil {
 		st.State = in.state
 		st.Version = int(in.version)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseQuery(t *testing.T) {
@@ -148,5 +149,75 @@ func TestFindWhitespaceTag(t *testing.T) {
 	}
 	if _, s, found := findWhitespaceTag(strings.TrimRight(tag+"hello", " \t")); !found || s != "hello" {
 		t.Error("leading tag did not survive trailing-space trimming")
+	}
+}
+
+// TestHeldMessageAfterStartSendsNoSecondQuery: a message held right after
+// Start (the peer has not answered the query yet, so no key exchange runs
+// on our side) must not send a second query: the peer answers both, and
+// on a paced IRC connection each answer costs seconds (issue 15).
+func TestHeldMessageAfterStartSendsNoSecondQuery(t *testing.T) {
+	a := newParty(t, "alice", 0, 0x101, "bob", Options{Policy: PolicyAlways})
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	res, err := a.conv.Start(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := 0
+	count := func(res Result) {
+		for _, o := range res.Send {
+			if o.Kind == OutQuery {
+				queries++
+			}
+		}
+	}
+	count(res)
+	for i := range 3 {
+		res, err := a.conv.Send(now.Add(time.Duration(i)*time.Second), "held")
+		if err != nil {
+			t.Fatal(err)
+		}
+		count(res)
+	}
+	if queries != 1 {
+		t.Fatalf("%d queries sent for Start and three held messages within 3 s, want 1", queries)
+	}
+	// After queryInterval with no answer, a held message asks again.
+	res, err = a.conv.Send(now.Add(queryInterval+time.Second), "still held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count(res)
+	if queries != 2 {
+		t.Fatalf("%d queries after queryInterval without an answer, want 2", queries)
+	}
+}
+
+// TestManualHoldsAfterStart: under policy manual, what the user types
+// after asking for a private conversation is held until it starts (or the
+// user ends it), not sent in clear while the key exchange is on its way.
+func TestManualHoldsAfterStart(t *testing.T) {
+	a := newParty(t, "alice", 0, 0x101, "bob", Options{Policy: PolicyManual})
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	if _, err := a.conv.Start(now); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.conv.Send(now, "SECRET typed right after start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range res.Send {
+		if o.Kind == OutPlaintext {
+			t.Fatalf("sent in clear after Start: %q", o.Lines)
+		}
+	}
+	if st := a.conv.Status(); st.Held != 1 || !st.Asked {
+		t.Fatalf("status %+v: want 1 held, asked", st)
+	}
+	a.conv.End(now)
+	a.conv.DiscardHeld()
+	res, err = a.conv.Send(now, "clear, after End")
+	if err != nil || len(res.Send) != 1 || res.Send[0].Kind != OutPlaintext {
+		t.Fatalf("after End: %+v %v; want one plaintext line", res.Send, err)
 	}
 }

@@ -61,6 +61,9 @@ func (c *Conversation) Start(now time.Time) (Result, error) {
 	if c.opts.Policy.versions() == 0 {
 		return res, ErrPolicy
 	}
+	if c.current == nil || c.current.state != StateEncrypted {
+		c.asked = true
+	}
 	c.sendQuery(&res, now)
 	return res, nil
 }
@@ -85,6 +88,8 @@ func (c *Conversation) End(now time.Time) Result {
 		in.dropAKE()
 	}
 	c.current, c.bound = nil, false
+	c.asked = false
+	c.lastQuery = time.Time{}
 	c.gotPlaintext = false
 	c.resendArmed = false
 	return res
@@ -100,7 +105,8 @@ func (c *Conversation) toPlaintext(in *instance) {
 
 // Send prepares a message the user typed. In an encrypted session it is
 // encrypted; in PLAINTEXT it goes out in clear unless REQUIRE_ENCRYPTION
-// is set, in which case it is held and a query is sent; in FINISHED it is
+// is set or the user asked for a private conversation (Start) that has not
+// started yet, in which case it is held and a query is sent; in FINISHED it is
 // refused with ErrFinished. Nothing is ever sent in clear when the policy
 // or state forbids it.
 func (c *Conversation) Send(now time.Time, text string) (Result, error) {
@@ -127,7 +133,7 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		c.lastText, c.lastTextAt, c.lastTextInst = text, now, in
 		return res, nil
 	}
-	if c.opts.Policy.has(RequireEncryption) || len(c.held) > 0 {
+	if c.opts.Policy.has(RequireEncryption) || len(c.held) > 0 || c.asked {
 		// Held messages wait for encryption whatever the policy became
 		// since: a later message must not overtake them in clear.
 		if len(c.held) >= maxHeld || c.heldBytes+len(text) > maxHeldBytes {
@@ -136,7 +142,10 @@ func (c *Conversation) Send(now time.Time, text string) (Result, error) {
 		c.held = append(c.held, text)
 		c.heldBytes += len(text)
 		res.event(Event{Kind: EventMessageHeld, Count: len(c.held)})
-		if c.opts.Policy.versions() != 0 && (c.lastQuery.IsZero() || now.Sub(c.lastQuery) >= queryInterval || !c.akePending()) {
+		// One query per queryInterval, and none while a key exchange
+		// runs: a query answered by nothing yet (the peer's D-H Commit is
+		// on its way) is not a reason to ask again.
+		if c.opts.Policy.versions() != 0 && (c.lastQuery.IsZero() || (now.Sub(c.lastQuery) >= queryInterval && !c.akePending())) {
 			c.sendQuery(&res, now)
 		}
 		return res, nil

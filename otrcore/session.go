@@ -135,6 +135,8 @@ func (c *Conversation) goneSecure(res *Result, in *instance, now time.Time, r *a
 	in.ssid = r.ssid
 	in.revealer = r.weSentRevealSig
 	in.state = StateEncrypted
+	c.asked = false
+	c.lastQuery = time.Time{} // answered: a later held message may ask again at once
 	in.lastRecv = now
 	in.lastSent = now
 	if c.selectable(in) {

@@ -232,12 +232,16 @@ func cmdFinish(n *network, dc *downstream, args []string) error {
 		return err
 	}
 	closed := !p.closedAt.IsZero()
+	asked := p.conv.Status().Asked
 	p.closedAt = time.Time{} // the user chose: clear text
 	res := p.conv.End(n.now())
 	if len(res.Events) == 0 {
-		if closed {
+		switch {
+		case asked:
+			n.tellClient(dc, fmt.Sprintf("[%s] no longer waiting for a private conversation: what you send to %s now goes in clear (queued messages stay queued: release or discard them)", p.nick, p.nick))
+		case closed:
 			n.tellClient(dc, fmt.Sprintf("[%s] the private conversation otrbnc had closed is finished: what you send to %s now goes in clear", p.nick, p.nick))
-		} else {
+		default:
 			n.tellClient(dc, fmt.Sprintf("[%s] no private conversation to end", p.nick))
 		}
 	}

@@ -35,14 +35,13 @@ const floodLimitsWait = 45 * time.Second
 // internals become. ngIRCd 26 never disconnects a client for flooding (it
 // only stops reading its socket while a penalty runs), so the test also
 // passes with pacing off; OTRBNC_TEST_RATE="BURST/INTERVAL" (for example
-// "1000000/1us") sets otrbnc's pacing to check that.
+// "1000000/1us") replaces the line count of otrbnc's pacing to check that.
 func TestDefaultFloodLimitsAKEAndLongMessage(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
 	ircd := startNgircd(t, false)
 	cfg := testConfig(ircd.Addr)
-	cfg.Network[0].RateBurst = 0 // otrbnc's defaults
-	cfg.Network[0].RateInterval = config.Duration{}
+	cfg.Network[0].Pacing = "" // otrbnc's defaults (auto)
 	if v := os.Getenv("OTRBNC_TEST_RATE"); v != "" {
 		burst, interval, ok := strings.Cut(v, "/")
 		n, err1 := strconv.Atoi(burst)
