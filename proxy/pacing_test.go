@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -270,4 +272,85 @@ func TestServerVersionPicksPacing(t *testing.T) {
 	}
 	c.send("PRIVMSG *otr :status")
 	c.expect("status", serviceSays("paced for InspIRCd: 8 lines at once, then one every 1s"))
+}
+
+// solanumModel is the flood control of solanum with its shipped defaults,
+// as docs/configuration.md describes it: five lines parsed at once, then
+// two a second; more than 20 lines waiting unparsed is "Excess Flood".
+type solanumModel struct {
+	credit  float64 // lines that may be parsed now
+	waiting int     // lines received, not parsed yet
+	last    time.Time
+	maxWait int
+}
+
+// arrive accounts for a line received at t and reports false when the
+// server would close the connection for flooding.
+func (m *solanumModel) arrive(t time.Time) bool {
+	if !m.last.IsZero() {
+		m.credit = min(5, m.credit+2*t.Sub(m.last).Seconds())
+	}
+	m.last = t
+	for m.waiting > 0 && m.credit >= 1 {
+		m.waiting--
+		m.credit--
+	}
+	if m.credit >= 1 {
+		m.credit--
+	} else {
+		m.waiting++
+	}
+	m.maxWait = max(m.maxWait, m.waiting)
+	return m.waiting <= 20
+}
+
+// TestPacingKeepsSolanumHappy: a user pastes 40 lines into a channel on a
+// server that names itself solanum; a server enforcing solanum's flood
+// control never has reason to disconnect otrbnc. With pacing off the same
+// paste is "Excess Flood" (the test fails: OTRBNC_TEST_PACING=off).
+func TestPacingKeepsSolanumHappy(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeServer(t, nil)
+	cfg := testConfig(addr)
+	cfg.Network[0].Pacing = config.PacingAuto
+	if v := os.Getenv("OTRBNC_TEST_PACING"); v != "" {
+		cfg.Network[0].Pacing = v
+	}
+	env := startProxy(t, cfg, Options{})
+	s := nextConn(t, conns)
+	s.expect("CAP LS", hasParam("CAP", "LS"))
+	s.send(":srv CAP * LS :")
+	s.expect("USER", isCmd("USER"))
+	s.send(":srv 001 alice :Welcome alice!~alice@host.test",
+		":srv 004 alice srv.test solanum-1.0-dev DGIMQRSZaghilopsuwz CFILMPQRSTbcefgijklmnopqrstuvz :bkloveqjfI",
+		":srv 376 alice :End of MOTD")
+	env.waitUp()
+	c := registerClient(t, env.addr, "alice")
+	var paste []string
+	for i := range 40 {
+		paste = append(paste, fmt.Sprintf("PRIVMSG #chan :pasted line %02d", i))
+	}
+	m := &solanumModel{credit: 5}
+	c.send(paste...)
+	got := 0
+	deadline := time.After(60 * time.Second)
+	for got < len(paste) {
+		select {
+		case msg, ok := <-s.in:
+			if !ok {
+				t.Fatal("otrbnc closed the connection")
+			}
+			if msg.Command != "PRIVMSG" || msg.Param(0) != "#chan" {
+				m.arrive(time.Now())
+				continue
+			}
+			if !m.arrive(time.Now()) {
+				t.Fatalf("Excess Flood: %d lines waiting at the server after %d of the paste", m.waiting, got+1)
+			}
+			got++
+		case <-deadline:
+			t.Fatalf("only %d of %d pasted lines reached the server in 60 s", got, len(paste))
+		}
+	}
+	t.Logf("most lines waiting at the server: %d (limit 20)", m.maxWait)
 }
