@@ -165,12 +165,19 @@ func welcomeUpstream(s *testConn) {
 	s.send(":srv 001 alice :Welcome alice!~alice@host.test", ":srv 376 alice :End of MOTD")
 }
 
-// A network that closes the connection for flooding gets a slower pacing,
-// at most maxSlowdown times, and the user is told once per step.
-func TestFloodCloseSlowsDown(t *testing.T) {
-	t.Parallel()
+// pacedNet is otrbnc on a fake server that never names its software,
+// with a line count of 8 lines, then one a second.
+type pacedNet struct {
+	env   *proxyEnv
+	s, c  *testConn // the server's side, the user's client
+	conns chan *testConn
+	want  pacing // the pacing before any slow-down
+}
+
+func startPacedNet(t *testing.T) *pacedNet {
 	addr, conns := fakeServer(t, nil)
 	cfg := testConfig(addr)
+	cfg.Network[0].Pacing = config.PacingAuto
 	cfg.Network[0].RateBurst = 8
 	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
 	env := startProxy(t, cfg, Options{})
@@ -178,12 +185,22 @@ func TestFloodCloseSlowsDown(t *testing.T) {
 	welcomeUpstream(s)
 	c := registerClient(t, env.addr, "alice")
 	env.waitUp()
-	pacingNow := func() (p pacing) {
-		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
-		return p
-	}
-	want := pacingFor(&cfg.Network[0], "", false, 0)
-	if got := pacingNow(); got != want {
+	return &pacedNet{env: env, s: s, c: c, conns: conns, want: pacingFor(&cfg.Network[0], "", false, 0)}
+}
+
+// pacingNow is the pacing of the upstream connection.
+func (e *proxyEnv) pacingNow() (p pacing) {
+	e.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
+	return p
+}
+
+// A network that closes the connection for flooding gets a slower pacing,
+// at most maxSlowdown times, and the user is told once per step.
+func TestFloodCloseSlowsDown(t *testing.T) {
+	t.Parallel()
+	f := startPacedNet(t)
+	env, s, c, conns, want := f.env, f.s, f.c, f.conns, f.want
+	if got := env.pacingNow(); got != want {
 		t.Fatalf("pacing %+v, want %+v", got, want)
 	}
 	for step := 1; step <= maxSlowdown+1; step++ {
@@ -198,7 +215,7 @@ func TestFloodCloseSlowsDown(t *testing.T) {
 		welcomeUpstream(s)
 		c.expect("reconnected", serviceSays("connected to test as alice"))
 		env.waitUp()
-		if got, want := pacingNow(), want.slowed(min(step, maxSlowdown)); got != want {
+		if got, want := env.pacingNow(), want.slowed(min(step, maxSlowdown)); got != want {
 			t.Fatalf("after %d flood closes: pacing %+v, want %+v", step, got, want)
 		}
 	}
@@ -217,28 +234,16 @@ func TestFloodCloseSlowsDown(t *testing.T) {
 // same words from a nick do nothing.
 func TestFloodWarningSlowsDown(t *testing.T) {
 	t.Parallel()
-	addr, conns := fakeServer(t, nil)
-	cfg := testConfig(addr)
-	cfg.Network[0].RateBurst = 8
-	cfg.Network[0].RateInterval = config.Duration{Duration: time.Second}
-	env := startProxy(t, cfg, Options{})
-	s := nextConn(t, conns)
-	welcomeUpstream(s)
-	c := registerClient(t, env.addr, "alice")
-	env.waitUp()
-	pacingNow := func() (p pacing) {
-		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
-		return p
-	}
-	want := pacingFor(&cfg.Network[0], "", false, 0)
+	f := startPacedNet(t)
+	env, s, c, want := f.env, f.s, f.c, f.want
 	s.send(":mallory!m@evil.test NOTICE alice :you are flooding, Excess Flood")
 	c.expect("the nick's notice", func(m *irc.Message) bool { return m.Command == "NOTICE" && m.Prefix.Name == "mallory" })
-	if got := pacingNow(); got != want {
+	if got := env.pacingNow(); got != want {
 		t.Fatalf("a nick's notice changed the pacing to %+v", got)
 	}
 	s.send(":srv.test NOTICE alice :*** You are sending too fast: Excess Flood warning")
 	c.expect("told", serviceSays("warned that otrbnc sends too fast"))
-	if got := pacingNow(); got != want.slowed(1) {
+	if got := env.pacingNow(); got != want.slowed(1) {
 		t.Fatalf("after a server's warning: pacing %+v, want %+v", got, want.slowed(1))
 	}
 }
@@ -255,19 +260,15 @@ func TestServerVersionPicksPacing(t *testing.T) {
 	s.expect("CAP LS", hasParam("CAP", "LS"))
 	s.send(":srv CAP * LS :")
 	s.expect("USER", isCmd("USER"))
-	pacingNow := func() (p pacing) {
-		env.inNetwork(func(n *network) { p = n.up.opts.pacer.settings() })
-		return p
-	}
 	s.send(":srv 001 alice :Welcome alice!~alice@host.test")
 	s.expect("WHO after registration", isCmd("WHO"))
-	if got := pacingNow(); got != strictPacing {
+	if got := env.pacingNow(); got != strictPacing {
 		t.Fatalf("before RPL_MYINFO: %+v, want the strict pacing", got)
 	}
 	s.send(":srv 004 alice srv.test InspIRCd-3 iosw biklmnopstv :bklov", ":srv 376 alice :End of MOTD")
 	env.waitUp()
 	c := registerClient(t, env.addr, "alice")
-	if got := pacingNow(); got != inspircdPacing {
+	if got := env.pacingNow(); got != inspircdPacing {
 		t.Fatalf("after RPL_MYINFO InspIRCd-3: %+v, want %+v", got, inspircdPacing)
 	}
 	c.send("PRIVMSG *otr :status")
