@@ -157,12 +157,18 @@ func lineWeight(line string) float64 {
 func (p *pacer) cost(lines []string) (n, lag float64) {
 	for _, l := range lines {
 		n += lineWeight(l)
-		if p.cfg.penalty > 0 {
-			blocks := 1 + len(l)/max(1, p.cfg.penaltyBytes)
-			lag += float64(blocks) * p.cfg.penalty.Seconds()
-		}
+		lag += p.lagCost(len(l))
 	}
 	return n, lag
+}
+
+// lagCost is the server lag a line of size bytes (CRLF excluded) costs.
+func (p *pacer) lagCost(size int) float64 {
+	if p.cfg.penalty <= 0 {
+		return 0
+	}
+	blocks := 1 + size/max(1, p.cfg.penaltyBytes)
+	return float64(blocks) * p.cfg.penalty.Seconds()
 }
 
 // waitLocked is how long until the buckets hold n lines and lag seconds
@@ -249,11 +255,8 @@ func (p *pacer) reserveWait(lines []string, reserve int) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n, lag := p.cost(lines)
-	full := strings.Repeat("x", ircLineMax-2)
-	for range reserve {
-		rn, rl := p.cost([]string{full})
-		n, lag = n+rn, lag+rl
-	}
+	n += float64(reserve)
+	lag += float64(reserve) * p.lagCost(ircLineMax-2)
 	return p.waitLocked(n, lag)
 }
 
