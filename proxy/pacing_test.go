@@ -12,12 +12,6 @@ import (
 	"otrbnc/proxy/config"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
 func linesOf(n, size int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -29,7 +23,7 @@ func linesOf(n, size int) []string {
 // A batch leaves whole or not at all, and only when both buckets have
 // room for it.
 func TestPacerBatchLeavesWhole(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	clk := newTestClock()
 	// Lines: 4, one a second. Lag: 20 s, a second per started 100 bytes.
 	p := newPacer(pacing{burst: 4, interval: time.Second, penalty: time.Second, penaltyBytes: 100, lagMax: 20 * time.Second}, clk.now)
 	if !p.allow(linesOf(3, 102)) { // 100 bytes without CRLF: 2 s each
@@ -67,7 +61,7 @@ func TestPacerBatchLeavesWhole(t *testing.T) {
 
 // A batch larger than a bucket leaves line by line instead of never.
 func TestPacerLargeBatchLineByLine(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	clk := newTestClock()
 	p := newPacer(pacing{burst: 2, interval: time.Second}, clk.now)
 	big := linesOf(5, 50)
 	d, n := p.next(big)
@@ -83,7 +77,7 @@ func TestPacerLargeBatchLineByLine(t *testing.T) {
 
 // The peer lanes' gate leaves room for userReserve full lines.
 func TestPacerReserve(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	clk := newTestClock()
 	p := newPacer(pacing{burst: 10, interval: time.Second, penalty: time.Second, penaltyBytes: 100, lagMax: 40 * time.Second}, clk.now)
 	one := linesOf(1, 102) // 2 s
 	if d := p.reserveWait(one, userReserve); d != 0 {
@@ -133,7 +127,7 @@ func TestServerPacing(t *testing.T) {
 
 // set keeps what the buckets hold, up to their new sizes.
 func TestPacerSetKeepsDebt(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	clk := newTestClock()
 	p := newPacer(pacing{burst: 8, interval: time.Second}, clk.now)
 	p.take(linesOf(7, 10))
 	p.set(pacing{burst: 4, interval: 2 * time.Second}, false)
