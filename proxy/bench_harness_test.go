@@ -461,7 +461,8 @@ func procMemKiB(pid int) (rss, hwm int, err error) {
 }
 
 // procIO returns the read- and write-family system calls a process has
-// made so far (syscr and syscw of /proc/PID/io).
+// made so far (syscr and syscw of /proc/PID/io; recvmsg(2) and sendmsg(2)
+// are not among them).
 func procIO(pid int) (reads, writes int64, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {

@@ -58,7 +58,10 @@ type plainRoute struct {
 // CPU time (user + system, all threads, from the kernel's per-process CPU
 // clock with ns resolution; the same quantity as utime+stime in
 // /proc/PID/stat) during its chunks, per message; rw-calls/msg its read-
-// and write-family system calls (/proc/PID/io); ctxsw/msg the context
+// and write-family system calls (/proc/PID/io, which counts read(2) and
+// write(2) but not recvmsg(2), what otrbnc reads plain TCP sockets with
+// on Linux: there the figure is its writes only; OTRBNC_BENCH_PERF's
+// perf stat counts every system call); ctxsw/msg the context
 // switches of its threads (/proc/PID/task/*/status: a thread going to
 // sleep for want of work, or preempted); wall-µs/msg the elapsed time per
 // message. cpu-ratio is otrbnc's CPU over ZNC's (target ≤ 1). Lost or

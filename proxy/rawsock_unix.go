@@ -22,7 +22,13 @@ import (
 // docs/performance.md). Go's sockets are non-blocking, so these calls
 // never block: a raw call is as safe as the scheduler-aware one, and
 // returns at once when the socket has nothing to read or no room.
-type rawSocket struct{ rc syscall.RawConn }
+type rawSocket struct {
+	rc syscall.RawConn
+	// hint: reads come with the kernel's word on whether anything is
+	// left (enableReadHint), which spares the read that would only
+	// return EAGAIN before every wait.
+	hint bool
+}
 
 // newRawSocket returns a rawSocket for nc, or nil when nc is not a plain
 // socket (TLS, pipes): those use the ordinary net.Conn calls.
@@ -35,7 +41,7 @@ func newRawSocket(nc net.Conn) *rawSocket {
 	if err != nil {
 		return nil
 	}
-	return &rawSocket{rc: rc}
+	return &rawSocket{rc: rc, hint: enableReadHint(rc)}
 }
 
 // rawCall makes one read(2) or write(2), retrying on EINTR.
@@ -48,12 +54,15 @@ func rawCall(trap, fd uintptr, b []byte) (int, syscall.Errno) {
 	}
 }
 
-// readLines reads lines into h until h or an error stops it, with one
-// read(2) per arrival: after a read that did not fill the buffer (the
-// socket had nothing more) it waits for the poller instead of trying
-// again, which would only return EAGAIN. That is safe only within one
-// RawConn.Read call, which keeps the poller's readiness: data that came
-// after the read has marked the socket ready, so the wait returns at once.
+// readLines reads lines into h until h or an error stops it. The poller
+// is edge-triggered: it reports an arrival once, so before waiting for it
+// the socket must be known to be empty, the end of the stream included
+// (which may come with the last data and is not reported again). With the
+// kernel's hint a read says so itself, and one recvmsg(2) per arrival is
+// enough; without it the socket is read until EAGAIN. Waiting inside one
+// RawConn.Read call is what keeps this safe: data that arrives after a
+// read marks the socket ready, and the wait returns at once (a new
+// RawConn.Read call would clear that mark, but starts with a read).
 func (s *rawSocket) readLines(h lineHandler) {
 	lb := newLineBuffer(maxLineLen)
 	for {
@@ -62,7 +71,14 @@ func (s *rawSocket) readLines(h lineHandler) {
 		err := s.rc.Read(func(fd uintptr) bool {
 			for {
 				space := lb.space()
-				n, e := rawCall(syscall.SYS_READ, fd, space)
+				var n int
+				var e syscall.Errno
+				more := true
+				if s.hint {
+					n, more, e = recvWithHint(fd, space)
+				} else {
+					n, e = rawCall(syscall.SYS_READ, fd, space)
+				}
 				switch {
 				case e == syscall.EAGAIN:
 					return false // wait for the poller
@@ -90,9 +106,9 @@ func (s *rawSocket) readLines(h lineHandler) {
 					stop = true
 					return true
 				}
-				// A short read does not mean that nothing is left: the
-				// end of the stream may have come with the data, and the
-				// poller will not report it again. Only EAGAIN says so.
+				if !more {
+					return false // empty, and not at its end: wait
+				}
 			}
 		})
 		if stop {
