@@ -374,6 +374,42 @@ func TestConnSeesCloseAfterLastLine(t *testing.T) {
 	}
 }
 
+// TestConnReadsLinesInPieces: lines that arrive in pieces, with the
+// reader waiting for the poller between them (each piece is read whole and
+// the socket is then empty), come out whole and in order, and a close that
+// follows the last piece is seen.
+func TestConnReadsLinesInPieces(t *testing.T) {
+	t.Parallel()
+	a, b := tcpPair(t)
+	c := newIRCConn(a, connOptions{})
+	t.Cleanup(c.Close)
+	pieces := []string{"PRIVMSG bob :he", "llo\r", "\nPRIVMSG bob :two\r\nPRIV", "MSG bob :three\r\n", "PRIVMSG bob :four\r\n"}
+	for i, p := range pieces {
+		if _, err := b.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		if i < len(pieces)-1 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	b.Close()
+	for _, want := range []string{"hello", "two", "three", "four"} {
+		select {
+		case m, ok := <-c.In():
+			if !ok || m.Command != "PRIVMSG" || m.Trailing() != want {
+				t.Fatalf("read %v, %v; want PRIVMSG %q", m, ok, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("%q did not arrive", want)
+		}
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(testTimeout):
+		t.Fatal("the close was not seen")
+	}
+}
+
 // TestConnBatchLeavesWhole: the fragments of one OTR message leave
 // together once the pacer has room for all of them, rather than the first
 // at once and the rest as tokens come (which left the peer holding half a
