@@ -367,6 +367,12 @@ func TestConnSeesCloseAfterLastLine(t *testing.T) {
 	if !ok || m.Command != "ERROR" {
 		t.Fatalf("read %v, %v; want the ERROR line", m, ok)
 	}
+	expectConnClosed(t, c)
+}
+
+// expectConnClosed fails t unless c sees its connection close in time.
+func expectConnClosed(t *testing.T, c *ircConn) {
+	t.Helper()
 	select {
 	case <-c.Done():
 	case <-time.After(testTimeout):
@@ -403,11 +409,7 @@ func TestConnReadsLinesInPieces(t *testing.T) {
 			t.Fatalf("%q did not arrive", want)
 		}
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(testTimeout):
-		t.Fatal("the close was not seen")
-	}
+	expectConnClosed(t, c)
 }
 
 // TestConnBatchLeavesWhole: the fragments of one OTR message leave
